@@ -1,0 +1,116 @@
+"""The one place that runs argv lists: timeouts, secret masking and logging.
+
+Builders in :mod:`stageflow.commands` return argv lists; only this module executes them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stageflow.errors import OperationError
+from stageflow.masking import masker
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of one command."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.returncode == 0
+
+    def brief(self, limit: int = 300) -> str:
+        """A one-line, masked summary of the output, for error messages."""
+        text = (self.stderr.strip() or self.stdout.strip()).splitlines()
+        line = " ".join(text[-3:]) if text else f"exit code {self.returncode}"
+        return masker.mask(line)[:limit]
+
+
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class Runner:
+    """Runs commands, masking secrets in everything it logs.
+
+    ``env`` is merged over the inherited environment for every call; ``log`` receives
+    one masked line per command.
+    """
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    log: LogFn | None = None
+    default_timeout: float = 600.0
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stdin_path: Path | None = None,
+        stdout_path: Path | None = None,
+        check: bool = False,
+        what: str | None = None,
+    ) -> Result:
+        """Run ``argv`` and return its :class:`Result`.
+
+        With ``check`` a non-zero exit raises :class:`OperationError` naming ``what``.
+        ``stdout_path`` streams standard output into a file (large dumps never sit in memory).
+        """
+        full_env = dict(os.environ)
+        full_env.update(self.env)
+        if env:
+            full_env.update(env)
+        masked = masker.mask(shlex.join(argv))
+        if self.log:
+            self.log(f"$ {masked}")
+        started = time.monotonic()
+        stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115
+        stdout = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115
+        try:
+            proc = subprocess.run(
+                list(argv),
+                cwd=cwd,
+                env=full_env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                timeout=timeout or self.default_timeout,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise OperationError(
+                f"{what or argv[0]}: command not found: {argv[0]}",
+                hint="install it or put it on PATH",
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise OperationError(
+                f"{what or argv[0]}: timed out after {exc.timeout:.0f}s: {masked}"
+            ) from exc
+        finally:
+            if stdin_path:
+                stdin.close()  # type: ignore[union-attr]
+            if stdout_path:
+                stdout.close()  # type: ignore[union-attr]
+        out = proc.stdout.decode("utf-8", "replace") if isinstance(proc.stdout, bytes) else ""
+        err = proc.stderr.decode("utf-8", "replace") if isinstance(proc.stderr, bytes) else ""
+        result = Result(tuple(argv), proc.returncode, out, err, time.monotonic() - started)
+        if self.log and not result.ok:
+            self.log(f"  exit {result.returncode}: {result.brief()}")
+        if check and not result.ok:
+            raise OperationError(f"{what or argv[0]} failed: {result.brief()}")
+        return result
