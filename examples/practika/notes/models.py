@@ -7,7 +7,7 @@ class Note(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["-created"]
+        ordering = ("-created",)
 
     def __str__(self) -> str:
         return self.title

@@ -1,6 +1,6 @@
 """/health/ for the practika example app.
 
-FAULT SWITCH FOR TESTS: the line ``HEALTHY = True`` just below is the one tests edit.
+FAULT SWITCH FOR TESTS: the module-level line ``HEALTHY = True`` (after the imports) is the one tests edit.
 Flip it to break health with a one-line code change, e.g.
 
     sed -i 's/^HEALTHY = True$/HEALTHY = False/' practika/health.py
@@ -13,6 +13,7 @@ before any migration) and, when REDIS_URL is set, PINGs Redis. 200 when all pass
 It never raises, and error text is scrubbed of passwords.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -67,10 +68,8 @@ def check_database() -> str:
             cursor.fetchone()
         return "ok"
     except Exception as exc:
-        try:
+        with contextlib.suppress(Exception):
             connection.close()  # next probe starts from a fresh connection
-        except Exception:  # noqa: S110
-            pass
         return _describe(exc)
 
 

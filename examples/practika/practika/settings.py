@@ -90,7 +90,7 @@ DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if DEBUG:
-        SECRET_KEY = "django-insecure-practika-debug-only-key"  # noqa: S105 - only ever used with DEBUG on
+        SECRET_KEY = "django-insecure-practika-debug-only-key"  # only ever used with DEBUG on
     else:
         raise ImproperlyConfigured(
             "SECRET_KEY environment variable is required when DEBUG is off "

@@ -1,6 +1,6 @@
 from django.urls import path
-
 from notes.views import index
+
 from practika.health import health
 
 urlpatterns = [

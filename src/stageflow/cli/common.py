@@ -1,0 +1,45 @@
+"""Helpers shared by CLI modules: the root option, the console, error rendering."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_console: Console | None = None
+_err_console: Console | None = None
+
+
+def console() -> Console:
+    """Rich console on stdout (created lazily: Rich costs import time)."""
+    global _console
+    if _console is None:
+        from rich.console import Console
+
+        _console = Console(highlight=False, soft_wrap=True)
+    return _console
+
+
+def err_console() -> Console:
+    """Rich console on stderr."""
+    global _err_console
+    if _err_console is None:
+        from rich.console import Console
+
+        _err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _err_console
+
+
+def project_root(root: Path | None) -> Path:
+    """Resolve ``--root`` or search upwards from the working directory for stageflow.yml."""
+    from stageflow.config.loader import find_root
+
+    return find_root(root)
+
+
+def is_interactive() -> bool:
+    """True when a person can answer a prompt."""
+    return sys.stdin.isatty() and sys.stdout.isatty()

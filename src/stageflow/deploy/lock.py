@@ -1,0 +1,138 @@
+"""Per-environment lease lock kept in the state database.
+
+A lock records owner, pid, host, start and heartbeat. A holder that is dead (same host, pid gone)
+or whose lease expired without a heartbeat is taken over with a warning; a live holder makes the
+second deploy fail with who holds it and since when.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stageflow.errors import LockHeldError
+from stageflow.state.store import Store, utcnow
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A lock row."""
+
+    env: str
+    owner: str
+    pid: int
+    host: str
+    command: str
+    started_at: str
+    heartbeat_at: str
+    lease_seconds: float
+
+    def describe(self) -> str:
+        """Who holds it, for messages."""
+        return f"{self.owner}@{self.host} (pid {self.pid}, '{self.command}') since {self.started_at}"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists and is not a zombie."""
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _age(ts: str) -> float:
+    return (datetime.now(UTC) - datetime.fromisoformat(ts)).total_seconds()
+
+
+def read_lock(store: Store, env: str) -> LockInfo | None:
+    """The current lock of ``env`` or None."""
+    row = store.db.execute("SELECT * FROM locks WHERE env=?", (env,)).fetchone()
+    return LockInfo(**{k: row[k] for k in row.keys()}) if row else None  # noqa: SIM118
+
+
+def stale_reason(info: LockInfo, host: str | None = None) -> str | None:
+    """Why ``info`` may be taken over, or None when its holder is alive."""
+    host = host or socket.gethostname()
+    if info.host == host and not pid_alive(info.pid):
+        return f"holder pid {info.pid} is gone"
+    if _age(info.heartbeat_at) > info.lease_seconds:
+        return f"lease expired ({_age(info.heartbeat_at):.0f}s since the last heartbeat)"
+    return None
+
+
+class EnvLock:
+    """Context manager holding the lock of one environment, with a heartbeat thread."""
+
+    def __init__(
+        self, store: Store, env: str, owner: str, command: str, *, lease: float = 120.0,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store, self.env, self.owner, self.command = store, env, owner, command
+        self.lease = lease
+        self.warn = warn or (lambda _m: None)
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.took_over: LockInfo | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`LockHeldError`."""
+        with self.store.tx() as db:
+            current = read_lock(self.store, self.env)
+            if current is not None:
+                reason = stale_reason(current, self.host)
+                if reason is None:
+                    raise LockHeldError(
+                        f"environment {self.env} is locked by {current.describe()}",
+                        hint=f"wait for it to finish, or if it is gone: stageflow lock release {self.env}",
+                    )
+                self.took_over = current
+                self.warn(f"taking over a stale lock of {self.env}: {reason} (was {current.describe()})")
+            now = utcnow()
+            db.execute(
+                "INSERT OR REPLACE INTO locks VALUES (?,?,?,?,?,?,?,?)",
+                (self.env, self.owner, self.pid, self.host, self.command, now, now, self.lease),
+            )
+        self._thread = threading.Thread(target=self._beat, name=f"lock-{self.env}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(max(1.0, self.lease / 4)):
+            try:
+                with self.store.tx() as db:
+                    db.execute(
+                        "UPDATE locks SET heartbeat_at=? WHERE env=? AND pid=? AND host=?",
+                        (utcnow(), self.env, self.pid, self.host),
+                    )
+            except Exception:  # noqa: S112 - a missed beat only shortens the lease
+                continue
+
+    def release(self) -> None:
+        """Drop the lock if we still hold it."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        with self.store.tx() as db:
+            db.execute("DELETE FROM locks WHERE env=? AND pid=? AND host=?", (self.env, self.pid, self.host))
+
+    def __enter__(self) -> EnvLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def force_release(store: Store, env: str) -> LockInfo | None:
+    """Remove the lock of ``env`` whoever holds it; return what was removed."""
+    with store.tx() as db:
+        info = read_lock(store, env)
+        db.execute("DELETE FROM locks WHERE env=?", (env,))
+    return info

@@ -1,0 +1,1 @@
+"""Renderers for generated files (env files, compose, nginx, CI pipelines)."""

@@ -1,0 +1,1 @@
+"""Runtimes run an environment's services. ``local`` is the embedded default."""

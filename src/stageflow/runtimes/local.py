@@ -1,0 +1,450 @@
+"""The local runtime: services as supervised background processes, nginx for blue/green cutovers.
+
+Layout under ``.stageflow/``::
+
+    run/<env>/<service>-<color>.json   pid file (pid + create time guards against pid reuse)
+    run/<env>/logs/<service>-<color>.log
+    nginx/<env>/nginx.conf, upstream-<env>.conf, nginx.pid
+    venvs/<env>/<requirements hash>/
+
+Every process we start carries ``STAGEFLOW_INSTANCE=<root>::<env>::<color>`` in its environment,
+which is how orphans of a killed deploy are found and stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from stageflow.commands import nginx as nginx_cmd
+from stageflow.config.loader import EnvContext
+from stageflow.errors import OperationError
+from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
+from stageflow.runner import Runner
+
+COLORS = ("blue", "green")
+_BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT")
+
+
+def other_color(color: str | None) -> str:
+    """The color a new release starts on."""
+    return "green" if color == "blue" else "blue"
+
+
+def file_hash(path: Path) -> str | None:
+    """sha256 of a file, None when absent."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    """A started service process."""
+
+    service: str
+    color: str
+    pid: int
+    create_time: float
+    release: str
+    port: int | None
+
+
+class LocalRuntime:
+    """Runs one environment's services on this machine."""
+
+    name = "local"
+
+    def __init__(self, ctx: EnvContext, runner: Runner) -> None:
+        self.ctx = ctx
+        self.runner = runner
+        self.env = ctx.name
+        sd = ctx.state_dir
+        self.run_dir = sd / "run" / self.env
+        self.log_dir = self.run_dir / "logs"
+        self.nginx_dir = sd / "nginx" / self.env
+        self.venv_root = sd / "venvs" / self.env
+        self.instance_prefix = f"{ctx.root}::{self.env}::"
+
+    # ports and nginx ---------------------------------------------------------------------------
+    @property
+    def nginx_binary(self) -> str | None:
+        """The nginx binary when the proxy is in use, else None (stop-then-start deploys)."""
+        cfg = self.ctx.config.nginx
+        if cfg.enabled == "off":
+            return None
+        found = shutil.which(cfg.binary) or (
+            cfg.binary if Path(cfg.binary).is_file() else None
+        ) or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+        if found is None and cfg.enabled == "on":
+            raise OperationError(f"nginx.enabled is 'on' but {cfg.binary} was not found", hint="apt-get install nginx")
+        return found
+
+    @property
+    def listen_host(self) -> str:
+        """The address services and the proxy bind to (loopback unless the URL names an IP)."""
+        host = urlsplit(self.ctx.env.url).hostname or "127.0.0.1"
+        try:
+            ipaddress.ip_address(host)
+            return host
+        except ValueError:
+            return "127.0.0.1"
+
+    def app_port(self, color: str) -> int:
+        """The port a color's web process listens on."""
+        env = self.ctx.env
+        if self.nginx_binary is None:
+            return env.url_port
+        if env.app_ports:
+            return env.app_ports[COLORS.index(color)]
+        port = env.url_port + (10000 if color == "blue" else 20000)
+        if port > 65535:
+            raise OperationError(
+                f"cannot derive app ports from {env.url}",
+                hint=f"set environments.{self.env}.app_ports: [PORT_A, PORT_B]",
+            )
+        return port
+
+    def _nginx_conf(self) -> Path:
+        return self.nginx_dir / "nginx.conf"
+
+    def _render_nginx(self) -> str:
+        d = self.nginx_dir
+        user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
+        name = upstream_name(self.ctx.config.project, self.env)
+        temp = "\n".join(
+            f"    {k}_temp_path {d / 'tmp' / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        return f"""# managed by stageflow for environment {self.env}
+{user}worker_processes 1;
+pid {d / 'nginx.pid'};
+error_log {d / 'error.log'} warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {d / 'access.log'};
+    server_tokens off;
+{temp}
+    include {d / upstream_filename(self.env)};
+    server {{
+        listen {self.listen_host}:{self.ctx.env.url_port};
+        server_name _;
+        location / {{
+            proxy_pass http://{name};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_connect_timeout 5s;
+            proxy_read_timeout 60s;
+        }}
+    }}
+}}
+"""
+
+    def nginx_running(self) -> bool:
+        """True when this environment's nginx master is alive."""
+        return _pid_from_file(self.nginx_dir / "nginx.pid") is not None
+
+    def point_proxy(self, port: int) -> None:
+        """Cutover: rewrite only the upstream file, ``nginx -t``, then reload (or start)."""
+        binary = self.nginx_binary
+        if binary is None:
+            raise OperationError("point_proxy needs nginx")
+        (self.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = self._nginx_conf()
+        up = self.nginx_dir / upstream_filename(self.env)
+        old_up = up.read_text() if up.exists() else None
+        _atomic_write(conf, self._render_nginx())
+        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{self.listen_host}:{port}"]))
+        test = self.runner.run(nginx_cmd.test_config(binary, self.nginx_dir, conf), what="nginx -t")
+        if not test.ok:
+            if old_up is not None:
+                _atomic_write(up, old_up)
+            raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
+        if self.nginx_running():
+            self.runner.run(nginx_cmd.signal(binary, self.nginx_dir, conf, "reload"), check=True, what="nginx reload")
+            self._wait_reloaded()
+        else:
+            self.runner.run(nginx_cmd.start(binary, self.nginx_dir, conf), check=True, what="nginx start")
+
+    def _wait_reloaded(self, timeout: float = 5.0) -> None:
+        # A reload returns before the new workers serve; wait until the old generation is gone so
+        # the next step (stopping the old release) cannot race requests still routed to it.
+        import psutil
+
+        pid = _pid_from_file(self.nginx_dir / "nginx.pid")
+        if pid is None:
+            return
+        try:
+            master = psutil.Process(pid)
+            before = {p.pid for p in master.children()}
+        except psutil.NoSuchProcess:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                now = {p.pid for p in master.children()}
+            except psutil.NoSuchProcess:
+                return
+            if now and not (now & before):
+                return
+            time.sleep(0.05)
+
+    def stop_proxy(self) -> None:
+        """Stop this environment's nginx (``down``)."""
+        binary = self.nginx_binary
+        if binary and self.nginx_running():
+            self.runner.run(nginx_cmd.signal(binary, self.nginx_dir, self._nginx_conf(), "quit"), what="nginx quit")
+            pid_file = self.nginx_dir / "nginx.pid"
+            deadline = time.monotonic() + 10
+            while pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    # virtual environments ----------------------------------------------------------------------
+    def ensure_venv(self, release_dir: Path, requirements: str) -> Path | None:
+        """The env's venv for this release's requirements (built when the file changed); None without one."""
+        req = release_dir / requirements
+        digest = file_hash(req)
+        if digest is None:
+            return None
+        venv = self.venv_root / digest[:16]
+        marker = venv / ".stageflow-complete"
+        if marker.exists():
+            return venv
+        if venv.exists():
+            shutil.rmtree(venv)
+        self.venv_root.mkdir(parents=True, exist_ok=True)
+        base = getattr(sys, "_base_executable", sys.executable)
+        self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
+        self.runner.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-r", str(req)],
+            check=True, what=f"pip install -r {requirements}", timeout=900,
+        )
+        marker.write_text(digest)
+        return venv
+
+    # processes ---------------------------------------------------------------------------------
+    def process_env(self, release: str, color: str, port: int, venv: Path | None) -> dict[str, str]:
+        """The environment a service process gets: a clean base plus the app's variables."""
+        env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+        env.update(self.ctx.app_vars)
+        if venv is not None:
+            env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
+            env["VIRTUAL_ENV"] = str(venv)
+        env.update({
+            "PORT": str(port),
+            "APP_VERSION": release,
+            "STAGEFLOW_ENV": self.env,
+            "STAGEFLOW_RELEASE": release,
+            "STAGEFLOW_INSTANCE": f"{self.instance_prefix}{color}",
+            "PYTHONUNBUFFERED": "1",
+        })
+        return env
+
+    def run_release_command(self, release_dir: Path, release: str, venv: Path | None, timeout: float) -> str | None:
+        """Run the web service's ``release`` command (migrations) once; return it or None."""
+        _, svc = self.ctx.config.web_service
+        if not svc.release:
+            return None
+        env = self.process_env(release, "release", 0, venv)
+        env.pop("STAGEFLOW_INSTANCE")
+        self.runner.run(
+            ["/bin/sh", "-c", svc.release], cwd=release_dir, env=env, timeout=timeout, check=True,
+            what=f"release command '{svc.release}'",
+        )
+        return svc.release
+
+    def _pidfile(self, service: str, color: str) -> Path:
+        return self.run_dir / f"{service}-{color}.json"
+
+    def start(self, release_dir: Path, release: str, color: str, venv: Path | None) -> list[ProcInfo]:
+        """Start every service of ``release`` as ``color``."""
+        import psutil
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        port = self.app_port(color)
+        started: list[ProcInfo] = []
+        for name, svc in self.ctx.config.services.items():
+            if not svc.command:
+                continue
+            cmd = svc.command.replace("{port}", str(port)).replace("{host}", self.listen_host)
+            log_path = self.log_dir / f"{name}-{color}.log"
+            with open(log_path, "ab") as log:
+                log.write(f"--- {release} starting as {color} ---\n".encode())
+                log.flush()
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", f"exec {cmd}"], cwd=release_dir,
+                    env=self.process_env(release, color, port, venv), stdin=subprocess.DEVNULL,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            info = ProcInfo(
+                name, color, proc.pid, psutil.Process(proc.pid).create_time(), release,
+                port if svc.port is not None else None,
+            )
+            _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__))
+            started.append(info)
+        return started
+
+    def processes(self, color: str) -> list[ProcInfo]:
+        """Live processes recorded for ``color``."""
+        out = []
+        for name in self.ctx.config.services:
+            info = self._read_pidfile(name, color)
+            if info and _alive(info.pid, info.create_time):
+                out.append(info)
+        return out
+
+    def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
+        try:
+            return ProcInfo(**json.loads(self._pidfile(service, color).read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, TypeError):
+            return None
+
+    def exited(self, color: str) -> str | None:
+        """Describe a web process of ``color`` that already died (fast health failure), else None."""
+        name, _ = self.ctx.config.web_service
+        info = self._read_pidfile(name, color)
+        if info is None or _alive(info.pid, info.create_time):
+            return None
+        tail = self.log_tail(name, color, 3)
+        return f"the {name} process exited" + (f"; last log lines: {tail}" if tail else "")
+
+    def log_tail(self, service: str, color: str, lines: int = 5) -> str:
+        """Last lines of a service log, joined with ' | '."""
+        try:
+            text = (self.log_dir / f"{service}-{color}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
+
+    def stop(self, color: str, drain: float = 10.0) -> int:
+        """Stop every service of ``color``: TERM (graceful drain), then KILL. Returns how many stopped."""
+        count = 0
+        for name in self.ctx.config.services:
+            info = self._read_pidfile(name, color)
+            if info and _alive(info.pid, info.create_time):
+                _terminate_group(info.pid, drain)
+                count += 1
+            self._pidfile(name, color).unlink(missing_ok=True)
+        return count
+
+    def sweep_orphans(self, keep: Mapping[str, str] | None = None) -> list[int]:
+        """Kill processes of this env that no pid file vouches for (left by a killed deploy).
+
+        ``keep`` maps color → release that must survive. Returns killed pids.
+        """
+        import psutil
+
+        keep = keep or {}
+        vouched = set()
+        for color in keep:
+            vouched |= {p.pid for p in self.processes(color)}
+        killed: list[int] = []
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                tag = proc.environ().get("STAGEFLOW_INSTANCE", "")
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                continue
+            if not tag.startswith(self.instance_prefix):
+                continue
+            color = tag[len(self.instance_prefix):]
+            if color in keep and (proc.pid in vouched or _ancestor_in(proc, vouched)):
+                continue
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if os.getpgid(proc.pid) == proc.pid:
+                    _terminate_group(proc.pid, 2.0)
+                else:
+                    proc.kill()
+                killed.append(proc.pid)
+        for color in COLORS:
+            if color not in keep:
+                for name in self.ctx.config.services:
+                    self._pidfile(name, color).unlink(missing_ok=True)
+        return killed
+
+    def port_in_use(self, port: int) -> bool:
+        """True when something listens on ``port`` at the listen host."""
+        import socket
+
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex((self.listen_host, port)) == 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return bool(abs(p.create_time() - create_time) < 1.0 and p.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _ancestor_in(proc: object, pids: set[int]) -> bool:
+    import psutil
+
+    assert isinstance(proc, psutil.Process)
+    try:
+        return any(p.pid in pids for p in proc.parents())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _pid_from_file(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    import psutil
+
+    return pid if psutil.pid_exists(pid) else None
+
+
+def _terminate_group(pid: int, drain: float) -> None:
+    """TERM the process group led by ``pid``, wait up to ``drain`` seconds, then KILL it."""
+    import psutil
+
+    try:
+        pgid = os.getpgid(pid)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + drain
+    while time.monotonic() < deadline:
+        try:
+            p = psutil.Process(pid)
+            if p.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,335 @@
+"""The SQLite store (WAL). This module owns the schema and its versioned migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stageflow.masking import masker
+
+# Each entry migrates from version i to i+1; never edit a shipped entry, append a new one.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE releases (
+        id TEXT PRIMARY KEY,
+        commit_sha TEXT NOT NULL,
+        dirty INTEGER NOT NULL DEFAULT 0,
+        message TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        path TEXT NOT NULL,
+        requirements_hash TEXT
+    );
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL,
+        release_id TEXT,
+        previous_release_id TEXT,
+        kind TEXT NOT NULL DEFAULT 'deploy',
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT NOT NULL DEFAULT 'running',
+        downtime INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        actor TEXT NOT NULL DEFAULT '',
+        pid INTEGER
+    );
+    CREATE INDEX deployments_env ON deployments(env, id);
+    CREATE TABLE steps (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+        name TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        seconds REAL,
+        outcome TEXT NOT NULL DEFAULT 'running',
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX steps_deployment ON steps(deployment_id, id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        host TEXT NOT NULL,
+        command TEXT NOT NULL,
+        env TEXT,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE locks (
+        env TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        command TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        lease_seconds REAL NOT NULL
+    );
+    CREATE TABLE env_state (
+        env TEXT PRIMARY KEY,
+        current_release TEXT,
+        previous_release TEXT,
+        color TEXT,
+        port INTEGER,
+        deployed_at TEXT,
+        downtime INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE backups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        env TEXT NOT NULL,
+        path TEXT NOT NULL,
+        checksum TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        engine TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        deployment_id INTEGER
+    );
+    """,
+]
+
+
+def utcnow() -> str:
+    """Current UTC time as ISO-8601 with seconds precision."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """What runs in one environment."""
+
+    env: str
+    current_release: str | None
+    previous_release: str | None
+    color: str | None
+    port: int | None
+    deployed_at: str | None
+    downtime: bool
+
+
+class Store:
+    """Thin typed access to ``.stageflow/state.db``.
+
+    Every write is its own short transaction so a crash never leaves a half-written record;
+    ``busy_timeout`` lets concurrent stageflow processes wait for each other instead of failing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction: takes the write lock up front so check-then-write is atomic."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of this database."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        with self.tx():
+            version = self.schema_version
+            for i, script in enumerate(MIGRATIONS[version:], start=version):
+                for statement in filter(str.strip, script.split(";")):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {i + 1}")
+
+    # releases ---------------------------------------------------------------------------------
+    def add_release(
+        self, rid: str, commit: str, dirty: bool, message: str, path: Path, requirements_hash: str | None
+    ) -> None:
+        """Record a release directory."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO releases VALUES (?,?,?,?,?,?,?)",
+                (rid, commit, int(dirty), message, utcnow(), str(path), requirements_hash),
+            )
+
+    def release(self, rid: str) -> sqlite3.Row | None:
+        """One release by id."""
+        row: sqlite3.Row | None = self.db.execute("SELECT * FROM releases WHERE id=?", (rid,)).fetchone()
+        return row
+
+    def releases(self) -> list[sqlite3.Row]:
+        """All releases, newest first."""
+        return list(self.db.execute("SELECT * FROM releases ORDER BY id DESC"))
+
+    def delete_release(self, rid: str) -> None:
+        """Forget a release."""
+        with self.tx() as db:
+            db.execute("DELETE FROM releases WHERE id=?", (rid,))
+
+    # deployments and the step journal -----------------------------------------------------------
+    def start_deployment(self, env: str, kind: str, actor: str, pid: int, previous: str | None) -> int:
+        """Open a deployment record and return its id."""
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO deployments (env, kind, started_at, actor, pid, previous_release_id)"
+                " VALUES (?,?,?,?,?,?)",
+                (env, kind, utcnow(), actor, pid, previous),
+            )
+            return int(cur.lastrowid or 0)
+
+    def set_deployment_release(self, dep_id: int, release_id: str) -> None:
+        """Attach the release being deployed."""
+        with self.tx() as db:
+            db.execute("UPDATE deployments SET release_id=? WHERE id=?", (release_id, dep_id))
+
+    def finish_deployment(self, dep_id: int, outcome: str, error: str | None = None, downtime: bool = False) -> None:
+        """Close a deployment record."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE deployments SET finished_at=?, outcome=?, error=?, downtime=? WHERE id=?",
+                (utcnow(), outcome, masker.mask(error) if error else None, int(downtime), dep_id),
+            )
+
+    def abandon_running(self, env: str, reason: str) -> int:
+        """Mark deployments left 'running' by a dead process as failed; return how many."""
+        with self.tx() as db:
+            cur = db.execute(
+                "UPDATE deployments SET outcome='crashed', finished_at=?, error=? WHERE env=? AND outcome='running'",
+                (utcnow(), reason, env),
+            )
+            db.execute(
+                "UPDATE steps SET outcome='crashed', finished_at=? WHERE outcome='running' AND deployment_id IN "
+                "(SELECT id FROM deployments WHERE env=?)",
+                (utcnow(), env),
+            )
+            return cur.rowcount
+
+    def start_step(self, dep_id: int, name: str) -> int:
+        """Open a journal step."""
+        with self.tx() as db:
+            cur = db.execute(
+                "INSERT INTO steps (deployment_id, name, started_at) VALUES (?,?,?)", (dep_id, name, utcnow())
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_step(self, step_id: int, outcome: str, detail: str, seconds: float) -> None:
+        """Close a journal step."""
+        with self.tx() as db:
+            db.execute(
+                "UPDATE steps SET finished_at=?, outcome=?, detail=?, seconds=? WHERE id=?",
+                (utcnow(), outcome, masker.mask(detail), seconds, step_id),
+            )
+
+    def deployments(self, env: str | None = None, limit: int = 50) -> list[sqlite3.Row]:
+        """Deployments, newest first."""
+        if env:
+            q = "SELECT * FROM deployments WHERE env=? ORDER BY id DESC LIMIT ?"
+            return list(self.db.execute(q, (env, limit)))
+        return list(self.db.execute("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,)))
+
+    def steps(self, dep_id: int) -> list[sqlite3.Row]:
+        """Journal steps of one deployment, in order."""
+        return list(self.db.execute("SELECT * FROM steps WHERE deployment_id=? ORDER BY id", (dep_id,)))
+
+    # audit ---------------------------------------------------------------------------------------
+    def add_event(self, actor: str, host: str, command: str, env: str | None, outcome: str, detail: str = "") -> None:
+        """Append an audit event (masked)."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO events (ts, actor, host, command, env, outcome, detail) VALUES (?,?,?,?,?,?,?)",
+                (utcnow(), actor, host, masker.mask(command), env, outcome, masker.mask(detail)),
+            )
+
+    def events(self, env: str | None = None, limit: int = 100) -> list[sqlite3.Row]:
+        """Audit events, newest first."""
+        if env:
+            return list(self.db.execute("SELECT * FROM events WHERE env=? ORDER BY id DESC LIMIT ?", (env, limit)))
+        return list(self.db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)))
+
+    # environment state -------------------------------------------------------------------------
+    def env_state(self, env: str) -> EnvState:
+        """What currently runs in ``env`` (all None when never deployed)."""
+        row = self.db.execute("SELECT * FROM env_state WHERE env=?", (env,)).fetchone()
+        if row is None:
+            return EnvState(env, None, None, None, None, None, False)
+        return EnvState(
+            env, row["current_release"], row["previous_release"], row["color"], row["port"],
+            row["deployed_at"], bool(row["downtime"]),
+        )
+
+    def set_env_state(
+        self, env: str, current: str | None, previous: str | None, color: str | None, port: int | None,
+        downtime: bool,
+    ) -> None:
+        """Record what now serves ``env``."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO env_state VALUES (?,?,?,?,?,?,?)",
+                (env, current, previous, color, port, utcnow(), int(downtime)),
+            )
+
+    def clear_env_state(self, env: str) -> None:
+        """Forget what serves ``env`` (after ``down``)."""
+        with self.tx() as db:
+            db.execute("DELETE FROM env_state WHERE env=?", (env,))
+
+    def env_releases(self, env: str) -> list[str]:
+        """Releases that successfully served ``env``, newest first, without repeats."""
+        rows = self.db.execute(
+            "SELECT release_id FROM deployments WHERE env=? AND outcome='succeeded' AND release_id IS NOT NULL"
+            " ORDER BY id DESC",
+            (env,),
+        )
+        seen: list[str] = []
+        for r in rows:
+            if r["release_id"] not in seen:
+                seen.append(r["release_id"])
+        return seen
+
+    # backups ------------------------------------------------------------------------------------
+    def add_backup(
+        self, env: str, path: Path, checksum: str, size: int, fmt: str, engine: str, deployment_id: int | None
+    ) -> None:
+        """Record a backup file."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT INTO backups (env, path, checksum, size, format, engine, created_at, deployment_id)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (env, str(path), checksum, size, fmt, engine, utcnow(), deployment_id),
+            )
+
+    def backups(self, env: str) -> list[sqlite3.Row]:
+        """Recorded backups of ``env``, newest first."""
+        return list(self.db.execute("SELECT * FROM backups WHERE env=? ORDER BY id DESC", (env,)))
+
+    def forget_backup(self, path: Path) -> None:
+        """Drop the record of a deleted backup file."""
+        with self.tx() as db:
+            db.execute("DELETE FROM backups WHERE path=?", (str(path),))
+
+
+def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a plain dict (for JSON output)."""
+    return {k: row[k] for k in row.keys()}  # noqa: SIM118
+
+
+def dumps(obj: Any) -> str:
+    """JSON for CLI output."""
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,133 @@
+"""One command's working context: project root, state store, workflow log, runner, audit identity."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from stageflow.masking import masker
+from stageflow.runner import Runner
+from stageflow.state.store import Store
+
+
+class WorkflowLog:
+    """``logs/workflow_<timestamp>.log``: every line ISO-8601 timestamped and masked.
+
+    The file is opened lazily so read-only commands that log nothing leave no empty file.
+    """
+
+    def __init__(self, logs_dir: Path, echo: Callable[[str], None] | None = None) -> None:
+        self.dir = logs_dir
+        self.echo = echo
+        self.path = logs_dir / f"workflow_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')}.log"
+        self._fh: TextIO | None = None
+        self._lock = threading.Lock()
+
+    def write(self, message: str, *, level: str = "INFO") -> None:
+        """Append one masked, timestamped line (several for multi-line messages)."""
+        text = masker.mask(message)
+        with self._lock:
+            if self._fh is None:
+                self.dir.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+            for line in text.splitlines() or [""]:
+                self._fh.write(f"{ts} {level:<5} {line}\n")
+            self._fh.flush()
+        if self.echo:
+            self.echo(text)
+
+    def close(self) -> None:
+        """Close the file."""
+        with self._lock:
+            if self._fh:
+                self._fh.close()
+                self._fh = None
+
+
+def actor(root: Path | None = None) -> str:
+    """Who runs this command: git user.name, else the login name."""
+    import subprocess
+
+    name = os.environ.get("GIT_AUTHOR_NAME") or os.environ.get("SUDO_USER")
+    if name:
+        return name
+    try:
+        out = subprocess.run(
+            ["git", "config", "user.name"], cwd=root, capture_output=True, text=True, timeout=5, check=False
+        )
+        if out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+@dataclass
+class Workspace:
+    """Shared by every use case of one CLI invocation."""
+
+    root: Path
+    command: str = field(default_factory=lambda: " ".join(["stageflow", *sys.argv[1:]]))
+    echo: Callable[[str], None] | None = None
+    _store: Store | None = None
+    _log: WorkflowLog | None = None
+    _actor: str | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        """``.stageflow`` under the project root."""
+        return self.root / ".stageflow"
+
+    @property
+    def store(self) -> Store:
+        """The state store (opened on first use)."""
+        if self._store is None:
+            self._store = Store(self.state_dir / "state.db")
+        return self._store
+
+    @property
+    def log(self) -> WorkflowLog:
+        """This command's workflow log."""
+        if self._log is None:
+            self._log = WorkflowLog(self.root / "logs", self.echo)
+        return self._log
+
+    @property
+    def runner(self) -> Runner:
+        """A runner that logs every command into the workflow log."""
+        return Runner(log=lambda line: self.log.write(line, level="CMD"))
+
+    @property
+    def actor(self) -> str:
+        """Audit identity (looked up once)."""
+        if self._actor is None:
+            self._actor = actor(self.root)
+        return self._actor
+
+    @property
+    def host(self) -> str:
+        """This machine's name."""
+        return socket.gethostname()
+
+    def audit(self, env: str | None, outcome: str, detail: str = "") -> None:
+        """Record an audit event for this command."""
+        self.store.add_event(self.actor, self.host, self.command, env, outcome, detail)
+
+    def close(self) -> None:
+        """Release files and connections."""
+        if self._log:
+            self._log.close()
+        if self._store:
+            self._store.close()
