@@ -34,8 +34,9 @@ class Result:
 
     def brief(self, limit: int = 300) -> str:
         """A one-line, masked summary of the output, for error messages."""
-        text = (self.stderr.strip() or self.stdout.strip()).splitlines()
-        line = " ".join(text[-3:]) if text else f"exit code {self.returncode}"
+        text = [ln.strip() for ln in (self.stderr.strip() or self.stdout.strip()).splitlines() if ln.strip()]
+        # The last line carries the verdict (a Python traceback ends with the exception).
+        line = text[-1] if text else f"exit code {self.returncode}"
         return masker.mask(line)[:limit]
 
 

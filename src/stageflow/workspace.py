@@ -31,8 +31,8 @@ class WorkflowLog:
         self._fh: TextIO | None = None
         self._lock = threading.Lock()
 
-    def write(self, message: str, *, level: str = "INFO") -> None:
-        """Append one masked, timestamped line (several for multi-line messages)."""
+    def write(self, message: str, *, level: str = "INFO", echo: bool = True) -> None:
+        """Append one masked, timestamped line (several for multi-line messages); echo to the console."""
         text = masker.mask(message)
         with self._lock:
             if self._fh is None:
@@ -42,7 +42,7 @@ class WorkflowLog:
             for line in text.splitlines() or [""]:
                 self._fh.write(f"{ts} {level:<5} {line}\n")
             self._fh.flush()
-        if self.echo:
+        if self.echo and echo:
             self.echo(text)
 
     def close(self) -> None:
@@ -107,7 +107,7 @@ class Workspace:
     @property
     def runner(self) -> Runner:
         """A runner that logs every command into the workflow log."""
-        return Runner(log=lambda line: self.log.write(line, level="CMD"))
+        return Runner(log=lambda line: self.log.write(line, level="CMD", echo=False))
 
     @property
     def actor(self) -> str:

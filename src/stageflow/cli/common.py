@@ -19,7 +19,8 @@ def console() -> Console:
     if _console is None:
         from rich.console import Console
 
-        _console = Console(highlight=False, soft_wrap=True)
+        # Scripts and CI capture output: give tables room instead of the 80-column fallback.
+        _console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     return _console
 
 

@@ -1,0 +1,378 @@
+"""The ``stageflow`` command. Parses arguments, calls one use case, renders the result.
+
+Heavy modules (Rich, httpx, pydantic models, the pipeline) are imported inside the commands so that
+``stageflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from stageflow.cli.common import console, err_console, is_interactive, project_root
+
+if TYPE_CHECKING:
+    from stageflow.deploy.pipeline import DeployReport
+    from stageflow.workspace import Workspace
+
+app = typer.Typer(
+    name="stageflow",
+    help="Take a containerised web app from a commit to production and keep it healthy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+lock_app = typer.Typer(help="Inspect or release environment locks.", no_args_is_help=True)
+backup_app = typer.Typer(help="Database backups: list, create, restore, verify.", no_args_is_help=True)
+app.add_typer(lock_app, name="lock")
+app.add_typer(backup_app, name="backup")
+
+try:
+    from stageflow.cli.config_cmd import config_app  # type: ignore[import-not-found,unused-ignore]
+
+    app.add_typer(config_app, name="config")
+except ImportError:  # pragma: no cover - the configuration manager is optional during development
+    pass
+
+RootOpt = Annotated[Optional[Path], typer.Option("--root", help="App root (holds stageflow.yml).")]  # noqa: UP045
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
+SkipOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--skip-check", help="Skip a pre-flight check (git, runtime, config, disk, database); audited."),
+]
+
+
+def _ws(root: Path | None) -> Workspace:
+    from stageflow.workspace import Workspace
+
+    def echo(text: str) -> None:
+        console().print(text, markup=False)
+
+    return Workspace(project_root(root), echo=echo)
+
+
+def _confirm(question: str) -> bool:
+    return typer.confirm(question, default=False)
+
+
+def _print_reports(reports: list[DeployReport]) -> None:
+    for r in reports:
+        if r.plan:
+            console().print(f"Plan for {r.env}:", markup=False)
+            for i, step in enumerate(r.plan, 1):
+                console().print(f"  {i:>2}. {step}", markup=False)
+
+
+def _deploy(env: str, root: Path | None, dry_run: bool, skip: list[str] | None, yes: bool) -> None:
+    from stageflow.deploy.operations import deploy
+    from stageflow.deploy.pipeline import DeployOptions
+
+    ws = _ws(root)
+    try:
+        report = deploy(ws, env, DeployOptions(dry_run=dry_run, skip_checks=tuple(skip or ())), yes=yes,
+                        interactive=is_interactive(), confirm=_confirm)
+        _print_reports([report])
+    finally:
+        ws.close()
+
+
+@app.command("deploy")
+def deploy_cmd(env: str, root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None,
+               yes: YesOpt = False) -> None:
+    """Deploy HEAD to ENV: lock, pre-flight, backup, release, health-gated cutover."""
+    _deploy(env, root, dry_run, skip_check, yes)
+
+
+@app.command("dev")
+def dev_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None) -> None:
+    """Shorthand for 'deploy dev'."""
+    _deploy("dev", root, dry_run, skip_check, False)
+
+
+@app.command("staging")
+def staging_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None) -> None:
+    """Shorthand for 'deploy staging'."""
+    _deploy("staging", root, dry_run, skip_check, False)
+
+
+@app.command("prod")
+def prod_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None,
+             yes: YesOpt = False) -> None:
+    """Shorthand for 'deploy production'."""
+    _deploy("prod", root, dry_run, skip_check, yes)
+
+
+@app.command("full")
+def full_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None,
+             yes: YesOpt = False) -> None:
+    """Promote one release of HEAD through every environment (dev → staging → production)."""
+    from stageflow.deploy.operations import full
+    from stageflow.deploy.pipeline import DeployOptions
+
+    ws = _ws(root)
+    try:
+        reports = full(ws, DeployOptions(dry_run=dry_run, skip_checks=tuple(skip_check or ())), yes=yes,
+                       interactive=is_interactive(), confirm=_confirm)
+        _print_reports(reports)
+        if not dry_run:
+            console().print(f"promoted {reports[-1].release} through {' → '.join(r.env for r in reports)}",
+                            markup=False)
+    finally:
+        ws.close()
+
+
+@app.command("status")
+def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
+               as_json: JsonOpt = False) -> None:
+    """What runs where, and whether it is healthy."""
+    from stageflow.deploy.operations import status
+    from stageflow.state.store import dumps
+
+    ws = _ws(root)
+    try:
+        rows = status(ws, env)
+    finally:
+        ws.close()
+    if as_json:
+        sys.stdout.write(dumps([r.as_dict() for r in rows]) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table("env", "release", "health", "url", "runtime", "deployed", "notes")
+    for r in rows:
+        health = "healthy" if r.healthy else ("-" if r.release is None else f"UNHEALTHY: {r.reason}")
+        notes = []
+        if r.downtime:
+            notes.append("last deploy had downtime (no nginx)")
+        if r.locked_by:
+            notes.append(f"locked by {r.locked_by}")
+        t.add_row(r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19], "; ".join(notes))
+    console().print(t)
+
+
+@app.command("rollback")
+def rollback_cmd(env: str, root: RootOpt = None,
+                 to: Annotated[Optional[str], typer.Option("--to", help="Release id to go back to.")] = None,  # noqa: UP045
+                 restore_db: Annotated[bool, typer.Option("--restore-db", help="Also restore the database.")] = False,
+                 yes: YesOpt = False) -> None:
+    """Go back to the previous (or named) release. The database only with --restore-db."""
+    from stageflow.deploy.operations import rollback
+
+    ws = _ws(root)
+    try:
+        r = rollback(ws, env, to=to, restore_db=restore_db, yes=yes, interactive=is_interactive(),
+                     confirm=_confirm)
+        console().print(f"rolled back {r.env} to {r.release}", markup=False)
+    finally:
+        ws.close()
+
+
+@app.command("cleanup")
+def cleanup_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
+                keep: Annotated[Optional[int], typer.Option("--keep", help="Releases/backups to keep.")] = None,  # noqa: UP045
+                ) -> None:
+    """Remove old releases and backups; never the current or previous release."""
+    from stageflow.deploy.operations import cleanup
+
+    ws = _ws(root)
+    try:
+        removed = cleanup(ws, env, keep)
+        ws.audit(env, "succeeded", f"removed {len(removed)} item(s)")
+        for item in removed:
+            ws.log.write(f"removed {item}")
+        ws.log.write(f"cleanup: removed {len(removed)} item(s)")
+    finally:
+        ws.close()
+
+
+@app.command("history")
+def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
+                as_json: JsonOpt = False,
+                limit: Annotated[int, typer.Option("--limit", help="How many deployments.")] = 20,
+                audit: Annotated[bool, typer.Option("--audit", help="Show the audit trail instead.")] = False,
+                ) -> None:
+    """Deployments with every step and its timing (or the audit trail)."""
+    from stageflow.config.loader import load_project, resolve_env_name
+    from stageflow.state.store import dumps, row_dict
+    from stageflow.workspace import Workspace
+
+    ws = Workspace(project_root(root))
+    try:
+        name = resolve_env_name(load_project(ws.root), env) if env else None
+        if audit:
+            events = [row_dict(e) for e in ws.store.events(name, limit)]
+            if as_json:
+                sys.stdout.write(dumps(events) + "\n")
+            for e in [] if as_json else events:
+                console().print(f"{e['ts'][:19]}  {e['actor']}@{e['host']}  {e['env'] or '-':<10} "
+                                f"{e['outcome']:<10} {e['command']}  {e['detail']}", markup=False)
+            return
+        deps: list[dict[str, Any]] = []
+        for row in ws.store.deployments(name, limit):
+            item = row_dict(row)
+            item["steps"] = [row_dict(s) for s in ws.store.steps(row["id"])]
+            deps.append(item)
+    finally:
+        ws.close()
+    if as_json:
+        sys.stdout.write(dumps(deps) + "\n")
+        return
+    for d in deps:
+        console().print(
+            f"#{d['id']} {d['env']} {d['kind']} {d['release_id'] or '-'} {d['outcome'].upper()} "
+            f"{d['started_at'][:19]} by {d['actor']}" + (f"  error: {d['error']}" if d["error"] else ""),
+            markup=False,
+        )
+        for s in d["steps"]:
+            secs = f"{s['seconds']:.2f}s" if s["seconds"] is not None else "-"
+            console().print(f"    {s['name']:<10} {s['outcome']:<8} {secs:>8}  {s['detail']}", markup=False)
+
+
+@app.command("down")
+def down_cmd(env: str, root: RootOpt = None) -> None:
+    """Stop every process of ENV (and its proxy)."""
+    from stageflow.deploy.operations import down
+
+    ws = _ws(root)
+    try:
+        n = down(ws, env)
+        ws.log.write(f"stopped {n} process(es) of {env}")
+    finally:
+        ws.close()
+
+
+@lock_app.command("status")
+def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
+                    ) -> None:
+    """Show who holds each environment's lock."""
+    from stageflow.config.loader import load_project, resolve_env_name
+    from stageflow.deploy.lock import read_lock, stale_reason
+    from stageflow.workspace import Workspace
+
+    ws = Workspace(project_root(root))
+    try:
+        config = load_project(ws.root)
+        names = [resolve_env_name(config, env)] if env else list(config.environments)
+        for name in names:
+            info = read_lock(ws.store, name)
+            if info is None:
+                console().print(f"{name}: unlocked", markup=False)
+            else:
+                stale = stale_reason(info)
+                console().print(f"{name}: locked by {info.describe()}" + (f" — STALE: {stale}" if stale else ""),
+                                markup=False)
+    finally:
+        ws.close()
+
+
+@lock_app.command("release")
+def lock_release_cmd(env: str, root: RootOpt = None) -> None:
+    """Remove ENV's lock (for a holder that is gone)."""
+    from stageflow.config.loader import load_project, resolve_env_name
+    from stageflow.deploy.lock import force_release
+
+    ws = _ws(root)
+    try:
+        name = resolve_env_name(load_project(ws.root), env)
+        info = force_release(ws.store, name)
+        ws.audit(name, "succeeded", f"lock released (was {info.describe() if info else 'unlocked'})")
+        ws.log.write(f"{name}: lock released" + (f" (was held by {info.describe()})" if info else " (was unlocked)"))
+    finally:
+        ws.close()
+
+
+@backup_app.command("list")
+def backup_list_cmd(env: str, root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """Backups of ENV, newest first."""
+    from stageflow.deploy.operations import backup_list
+    from stageflow.state.store import dumps
+
+    ws = _ws(root)
+    try:
+        rows = backup_list(ws, env)
+    finally:
+        ws.close()
+    if as_json:
+        sys.stdout.write(dumps(rows) + "\n")
+        return
+    for r in rows:
+        console().print(f"{r['file']}  {r['size']:>10} bytes  {r['format']:<6}  sha256 {r['checksum'][:12]}",
+                        markup=False)
+    if not rows:
+        console().print("no backups", markup=False)
+
+
+@backup_app.command("create")
+def backup_create_cmd(env: str, root: RootOpt = None) -> None:
+    """Back up ENV's database now."""
+    from stageflow.deploy.operations import backup_create
+
+    ws = _ws(root)
+    try:
+        ws.log.write(f"backup: {backup_create(ws, env)}")
+    finally:
+        ws.close()
+
+
+@backup_app.command("restore")
+def backup_restore_cmd(env: str, file: Annotated[Optional[str], typer.Argument()] = None,  # noqa: UP045
+                       root: RootOpt = None, yes: YesOpt = False) -> None:
+    """Restore a backup (default: the newest) into ENV's database. Asks, or needs --yes."""
+    from stageflow.deploy.operations import backup_restore
+
+    ws = _ws(root)
+    try:
+        path = backup_restore(ws, env, file, yes=yes, interactive=is_interactive(), confirm=_confirm)
+        ws.log.write(f"restored {path.name} into {env}")
+    finally:
+        ws.close()
+
+
+@backup_app.command("verify")
+def backup_verify_cmd(env: str, file: Annotated[Optional[str], typer.Argument()] = None,  # noqa: UP045
+                      root: RootOpt = None) -> None:
+    """Restore a backup into a scratch database and check it."""
+    from stageflow.deploy.operations import backup_verify
+    from stageflow.errors import OperationError
+
+    ws = _ws(root)
+    try:
+        result = backup_verify(ws, env, file)
+        ws.log.write(f"verify: {'OK' if result.ok else 'FAILED'}: {result.detail}")
+        if not result.ok:
+            raise OperationError(f"backup verification failed: {result.detail}")
+    finally:
+        ws.close()
+
+
+def run() -> None:
+    """Console-script entry point: one clear line and an exit code instead of a traceback."""
+    from stageflow.errors import StageflowError
+
+    try:
+        app()
+    except StageflowError as exc:
+        from stageflow.masking import masker
+
+        err_console().print(f"error: {masker.mask(str(exc))}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console().print("interrupted", markup=False)
+        sys.exit(130)
+    except Exception as exc:
+        from stageflow.masking import masker
+
+        err_console().print(
+            f"error: unexpected {type(exc).__name__}: {masker.mask(str(exc))} (please report this)", markup=False
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

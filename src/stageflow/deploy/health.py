@@ -1,0 +1,114 @@
+"""HTTP health gate: per-attempt timeout, growing waits, a deadline, and a reason that says which."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One health attempt."""
+
+    ok: bool
+    reason: str
+    seconds: float
+
+
+class Prober(Protocol):
+    """Performs one HTTP GET and classifies it (passed in so logic is testable)."""
+
+    def __call__(self, url: str, expect: int, timeout: float) -> Probe: ...
+
+
+def http_probe(url: str, expect: int, timeout: float) -> Probe:
+    """GET ``url``: ok on status ``expect``; otherwise timeout, refused, or status + body excerpt."""
+    import httpx
+
+    start = time.monotonic()
+    try:
+        r = httpx.get(url, timeout=timeout, follow_redirects=False, headers={"User-Agent": "stageflow-health"})
+    except httpx.TimeoutException:
+        return Probe(False, f"timeout after {timeout:.1f}s", time.monotonic() - start)
+    except httpx.ConnectError as exc:
+        text = str(exc).lower()
+        reason = "connection refused" if "refused" in text else f"cannot connect: {exc}"
+        return Probe(False, reason, time.monotonic() - start)
+    except httpx.HTTPError as exc:
+        return Probe(False, f"HTTP error: {exc}", time.monotonic() - start)
+    took = time.monotonic() - start
+    if r.status_code == expect:
+        return Probe(True, f"HTTP {r.status_code} in {took * 1000:.0f}ms", took)
+    body = " ".join(r.text.split())[:160]
+    return Probe(False, f"HTTP {r.status_code} (expected {expect}): {body}", took)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of a health gate."""
+
+    ok: bool
+    attempts: int
+    reason: str
+    seconds: float
+
+
+def wait_healthy(
+    url: str,
+    *,
+    expect: int = 200,
+    timeout: float = 5.0,
+    interval: float = 1.0,
+    deadline: float = 60.0,
+    probe: Prober = http_probe,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    fail_fast: Callable[[], str | None] = lambda: None,
+    on_attempt: Callable[[int, Probe], None] | None = None,
+) -> GateResult:
+    """Probe until healthy or ``deadline``; waits grow 1.5x per attempt, capped at 5s.
+
+    ``fail_fast`` returns a reason to give up at once (the process already exited).
+    """
+    start = clock()
+    wait = interval
+    attempts = 0
+    last = "no attempt made"
+    while True:
+        attempts += 1
+        remaining = deadline - (clock() - start)
+        p = probe(url, expect, max(0.1, min(timeout, remaining)))
+        if on_attempt:
+            on_attempt(attempts, p)
+        if p.ok:
+            return GateResult(True, attempts, p.reason, clock() - start)
+        last = p.reason
+        dead = fail_fast()
+        if dead:
+            return GateResult(False, attempts, f"{dead} (last probe: {last})", clock() - start)
+        if clock() - start + wait > deadline:
+            return GateResult(
+                False, attempts, f"not healthy within {deadline:.0f}s after {attempts} attempts: {last}",
+                clock() - start,
+            )
+        sleep(wait)
+        wait = min(wait * 1.5, 5.0)
+
+
+def watch(
+    url: str, *, seconds: float, expect: int, timeout: float, probe: Prober = http_probe,
+    sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+) -> GateResult:
+    """After cutover: every probe during ``seconds`` must pass; the first failure ends the watch."""
+    start = clock()
+    attempts = 0
+    while True:
+        attempts += 1
+        p = probe(url, expect, timeout)
+        if not p.ok:
+            return GateResult(False, attempts, f"failed during the watch period: {p.reason}", clock() - start)
+        if clock() - start >= seconds:
+            return GateResult(True, attempts, f"{attempts} probes passed over {seconds:.0f}s", clock() - start)
+        sleep(min(0.5, max(0.05, seconds / 6)))

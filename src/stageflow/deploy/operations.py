@@ -1,0 +1,312 @@
+"""Use cases built on the pipeline: promotion, rollback, status, cleanup, down, backups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
+from stageflow.deploy.pipeline import (
+    DeployOptions,
+    DeployReport,
+    backup_target,
+    backups_dir,
+    deploy_env,
+    is_healthy,
+    take_backup,
+)
+from stageflow.deploy.release import build_release, read_git, release_path, remove_release
+from stageflow.errors import OperationError, UsageError
+from stageflow.runtimes.local import LocalRuntime
+from stageflow.workspace import Workspace
+
+Confirm = Callable[[str], bool]
+
+
+def needs_approval(ctx: EnvContext) -> bool:
+    """Production and any env with ``approval: required`` are confirmed before deploys."""
+    return ctx.env.approval == "required" or ctx.name == "production"
+
+
+def check_approval(ctx: EnvContext, *, yes: bool, interactive: bool, confirm: Confirm | None) -> None:
+    """Ask on a terminal; from scripts proceed unless the env requires approval, which needs --yes."""
+    if yes or not needs_approval(ctx):
+        return
+    if interactive and confirm is not None:
+        if not confirm(f"Deploy to {ctx.name} ({ctx.env.url})?"):
+            raise OperationError(f"deploy to {ctx.name} not confirmed", hint="nothing was changed")
+        return
+    if ctx.env.approval == "required":
+        raise UsageError(
+            f"environment {ctx.name} requires approval (approval: required)",
+            hint="re-run with --yes to approve from a script",
+        )
+
+
+def deploy(ws: Workspace, env: str, opts: DeployOptions, *, yes: bool = False, interactive: bool = False,
+           confirm: Confirm | None = None, environ: Mapping[str, str] | None = None) -> DeployReport:
+    """``stageflow deploy ENV``."""
+    ctx = load_env_context(ws.root, env, environ)
+    if not opts.dry_run:
+        check_approval(ctx, yes=yes, interactive=interactive, confirm=confirm)
+    return deploy_env(ws, ctx, opts)
+
+
+def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: bool = False,
+         confirm: Confirm | None = None, environ: Mapping[str, str] | None = None) -> list[DeployReport]:
+    """Promote the same release through ``promotion``, stopping at the first failure."""
+    config = load_project(ws.root)
+    contexts = [load_env_context(ws.root, name, environ) for name in config.promotion_order]
+    # Check everything that can refuse before anything changes: no half-applied promotion.
+    facts = read_git(ws.root, ws.runner)
+    strict = [c.name for c in contexts if c.require_clean_git]
+    if facts.dirty and strict and "git" not in opts.skip_checks:
+        raise OperationError(
+            f"uncommitted changes ({', '.join(facts.dirty_files[:3])}) and {strict[0]} requires a clean tree",
+            hint="commit or stash them first",
+        )
+    if not opts.dry_run:
+        for c in contexts:
+            if c.env.approval == "required" and not yes and not interactive:
+                check_approval(c, yes=yes, interactive=False, confirm=None)
+    reports: list[DeployReport] = []
+    if opts.dry_run:
+        for c in contexts:
+            reports.append(deploy_env(ws, c, opts, release="<new release of HEAD>", facts=facts))
+        return reports
+    first = contexts[0]
+    ws.log.write(f"promotion: {' → '.join(c.name for c in contexts)} of {facts.head[:7]} ({facts.subject[:60]})")
+    rid = build_release(ws.root, first.state_dir, facts, ws.store, ws.runner, first.config.releases.requirements,
+                        include_dirty=not strict)
+    ws.log.write(f"built release {rid}; promoting it unchanged")
+    for c in contexts:
+        check_approval(c, yes=yes, interactive=interactive, confirm=confirm)
+        reports.append(deploy_env(ws, c, DeployOptions(skip_checks=opts.skip_checks, kind="promote"),
+                                  release=rid, facts=facts))
+    return reports
+
+
+def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool = False, yes: bool = False,
+             interactive: bool = False, confirm: Confirm | None = None,
+             environ: Mapping[str, str] | None = None) -> DeployReport:
+    """Back to the previous (or named) release that still exists; the database only with --restore-db."""
+    ctx = load_env_context(ws.root, env, environ)
+    state = ws.store.env_state(ctx.name)
+    target = to or state.previous_release
+    if target is None:
+        raise OperationError(f"{ctx.name} has no previous release to roll back to",
+                             hint="see 'stageflow history " + ctx.name + "'")
+    if target == state.current_release:
+        raise OperationError(f"{target} is already current in {ctx.name}")
+    release_path(ws.store, target)
+    backup_row = None
+    if restore_db:
+        backup_row = _backup_before_current(ws, ctx.name, state.current_release)
+        if backup_row is None:
+            raise OperationError(f"no backup of {ctx.name} was taken before {state.current_release}",
+                                 hint="see 'stageflow backup list " + ctx.name + "'")
+        msg = (f"restore {Path(backup_row['path']).name} (taken {backup_row['created_at']}): every change to the "
+               f"{ctx.name} database since then will be lost")
+        ws.log.write(msg, level="WARN")
+        if not yes and not (interactive and confirm and confirm(f"{msg}. Continue?")):
+            raise UsageError("database restore not confirmed", hint="re-run with --yes to confirm")
+    report = deploy_env(ws, ctx, DeployOptions(kind="rollback"), release=target)
+    if backup_row is not None:
+        restore_backup_file(ws, ctx, Path(backup_row["path"]))
+        ws.audit(ctx.name, "restored", f"database restored from {Path(backup_row['path']).name}")
+    return report
+
+
+def _backup_before_current(ws: Workspace, env: str, current: str | None) -> Any:
+    rows = ws.store.db.execute(
+        "SELECT b.* FROM backups b JOIN deployments d ON b.deployment_id = d.id "
+        "WHERE b.env=? AND d.release_id=? AND d.outcome='succeeded' ORDER BY b.id DESC LIMIT 1",
+        (env, current),
+    ).fetchone()
+    if rows is not None:
+        return rows
+    recorded = ws.store.backups(env)
+    return recorded[0] if recorded else None
+
+
+def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
+    """Restore ``path`` into the env's database."""
+    from stageflow.deploy.backup import DatabaseTarget, restore_backup
+
+    target = backup_target(ctx)
+    if not isinstance(target, DatabaseTarget):
+        raise OperationError(f"{ctx.name} has no database to restore into")
+    restore_backup(target, path, runner=ws.runner)
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    """One row of ``status``."""
+
+    env: str
+    release: str | None
+    commit: str | None
+    healthy: bool
+    reason: str
+    url: str
+    runtime: str
+    deployed_at: str | None
+    previous: str | None
+    downtime: bool
+    processes: int
+    locked_by: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return dict(self.__dict__)
+
+
+def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | None = None) -> list[EnvStatus]:
+    """State of every (or one) environment, with a live health probe."""
+    from stageflow.deploy.lock import read_lock
+
+    config = load_project(ws.root)
+    names = [resolve_env_name(config, env)] if env else list(config.environments)
+    out = []
+    for name in names:
+        ctx = load_env_context(ws.root, name, environ)
+        st = ws.store.env_state(name)
+        rt = LocalRuntime(ctx, ws.runner)
+        procs = len(rt.processes(st.color)) if st.color else 0
+        healthy, reason = (False, "not deployed")
+        if st.current_release:
+            healthy, reason = is_healthy(ctx, rt)
+        row = ws.store.release(st.current_release) if st.current_release else None
+        lock = read_lock(ws.store, name)
+        out.append(EnvStatus(
+            name, st.current_release, row["commit_sha"] if row else None, healthy, reason, ctx.env.url,
+            ctx.env.runtime, st.deployed_at, st.previous_release, st.downtime, procs,
+            lock.describe() if lock else None,
+        ))
+    return out
+
+
+def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Keep the newest N releases and backups per env; never the current or previous. Returns removals."""
+    from stageflow.deploy.backup import prune_backups
+
+    config = load_project(ws.root)
+    names = [resolve_env_name(config, env)] if env else list(config.environments)
+    keep_n = keep if keep is not None else config.releases.keep
+    if keep_n < 2:
+        raise UsageError("--keep must be at least 2 (current and previous)")
+    wanted: set[str] = set()
+    for name in config.environments:
+        st = ws.store.env_state(name)
+        wanted |= {r for r in (st.current_release, st.previous_release) if r}
+        if name not in names:
+            wanted |= set(ws.store.env_releases(name))
+        else:
+            wanted |= set(ws.store.env_releases(name)[:keep_n])
+    removed: list[str] = []
+    used = {r for n in config.environments for r in ws.store.env_releases(n)}
+    for row in ws.store.releases():
+        rid = row["id"]
+        # Releases never deployed anywhere (failed builds) go too, unless they are brand new.
+        if rid in wanted:
+            continue
+        if rid not in used and _is_running_anywhere(ws, rid):
+            continue
+        remove_release(ws.store, rid)
+        removed.append(f"release {rid}")
+    for name in names:
+        ctx = load_env_context(ws.root, name, environ)
+        for p in prune_backups(backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
+            ws.store.forget_backup(p)
+            removed.append(f"backup {p.name}")
+    return removed
+
+
+def _is_running_anywhere(ws: Workspace, rid: str) -> bool:
+    row = ws.store.db.execute(
+        "SELECT 1 FROM deployments WHERE release_id=? AND outcome='running'", (rid,)
+    ).fetchone()
+    return row is not None
+
+
+def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> int:
+    """Stop every process and the proxy of an env; returns how many processes stopped."""
+    from stageflow.deploy.lock import EnvLock
+
+    ctx = load_env_context(ws.root, env, environ)
+    rt = LocalRuntime(ctx, ws.runner)
+    with EnvLock(ws.store, ctx.name, ws.actor, ws.command):
+        n = rt.stop("blue", ctx.env.drain) + rt.stop("green", ctx.env.drain)
+        n += len(rt.sweep_orphans({}))
+        rt.stop_proxy()
+        st = ws.store.env_state(ctx.name)
+        ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, None, False)
+    ws.audit(ctx.name, "succeeded", f"stopped {n} process(es)")
+    return n
+
+
+def backup_create(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> str:
+    """Take a backup now."""
+    ctx = load_env_context(ws.root, env, environ)
+    detail = take_backup(ws, ctx, None)
+    ws.audit(ctx.name, "succeeded", f"backup: {detail}")
+    return detail
+
+
+def backup_list(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Backups on disk, newest first."""
+    from stageflow.deploy.backup import list_backups
+
+    ctx = load_env_context(ws.root, env, environ)
+    return [
+        {"file": b.path.name, "path": str(b.path), "size": b.size, "checksum": b.checksum,
+         "format": b.format, "created_at": b.created_at.isoformat()}
+        for b in list_backups(backups_dir(ctx))
+    ]
+
+
+def find_backup(ws: Workspace, ctx: EnvContext, name: str | None) -> Path:
+    """A backup by file name (or the newest)."""
+    from stageflow.deploy.backup import list_backups
+
+    found = list_backups(backups_dir(ctx))
+    if not found:
+        raise OperationError(f"no backups of {ctx.name}", hint=f"stageflow backup create {ctx.name}")
+    if name is None:
+        return found[0].path
+    for b in found:
+        if name in (b.path.name, str(b.path)):
+            return b.path
+    raise UsageError(f"no backup named {name!r} for {ctx.name}", hint=f"see 'stageflow backup list {ctx.name}'")
+
+
+def backup_restore(ws: Workspace, env: str, name: str | None, *, yes: bool, interactive: bool,
+                   confirm: Confirm | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Restore a backup into the env's database (asks, or needs --yes)."""
+    ctx = load_env_context(ws.root, env, environ)
+    path = find_backup(ws, ctx, name)
+    if not yes and not (interactive and confirm and confirm(
+            f"Restore {path.name} into {ctx.name}? Changes since it was taken are lost.")):
+        raise UsageError("restore not confirmed", hint="re-run with --yes to confirm")
+    restore_backup_file(ws, ctx, path)
+    ws.audit(ctx.name, "succeeded", f"database restored from {path.name}")
+    return path
+
+
+def backup_verify(ws: Workspace, env: str, name: str | None, environ: Mapping[str, str] | None = None) -> Any:
+    """Restore a backup into a scratch database and check it."""
+    import tempfile
+
+    from stageflow.deploy.backup import DatabaseTarget, verify_backup
+
+    ctx = load_env_context(ws.root, env, environ)
+    path = find_backup(ws, ctx, name)
+    target = backup_target(ctx)
+    assert isinstance(target, DatabaseTarget)
+    with tempfile.TemporaryDirectory(prefix="stageflow-verify-") as tmp:
+        result = verify_backup(target, path, runner=ws.runner, scratch_dir=Path(tmp))
+    ws.audit(ctx.name, "succeeded" if result.ok else "failed", f"verify {path.name}: {result.detail}")
+    return result
+

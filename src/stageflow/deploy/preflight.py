@@ -1,0 +1,75 @@
+"""Pre-flight checks: each returns pass / warn / fail with a reason. Pure where it can be."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from stageflow.config.loader import EnvContext
+from stageflow.deploy.release import GitFacts
+from stageflow.masking import is_secret_name
+
+Status = Literal["pass", "warn", "fail", "skipped"]
+PLACEHOLDERS = ("changeme", "change-me", "change_me", "django-insecure", "your-secret", "placeholder", "xxxxxx")
+CHECK_NAMES = ("git", "runtime", "config", "disk", "database")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pre-flight verdict."""
+
+    name: str
+    status: Status
+    reason: str
+
+
+def check_git(facts: GitFacts, require_clean: bool) -> Check:
+    """Clean tree: failure where required (production by default), a warning elsewhere."""
+    if not facts.dirty:
+        return Check("git", "pass", f"HEAD {facts.head[:7]} ({facts.subject[:60]}), clean tree")
+    files = ", ".join(facts.dirty_files[:3]) + (" …" if len(facts.dirty_files) > 3 else "")
+    if require_clean:
+        return Check("git", "fail", f"uncommitted changes ({files}); commit or stash them")
+    return Check("git", "warn", f"uncommitted changes ({files}); deploying them as a -dirty release")
+
+
+def check_config(ctx: EnvContext) -> Check:
+    """Required variables set and no placeholder values (secrets are named, never shown)."""
+    for key, value in ctx.app_vars.items():
+        low = value.strip().lower()
+        if any(p in low for p in PLACEHOLDERS):
+            return Check("config", "fail", f"{key} in {ctx.env_file.name} holds a placeholder value; set a real one"
+                         " (stageflow config generate " + ctx.name + ")")
+        if is_secret_name(key) and not value.strip():
+            return Check("config", "fail", f"{key} in {ctx.env_file.name} is empty")
+    n = len(ctx.app_vars)
+    return Check("config", "pass", f"{n} variables, required ones present, no placeholders")
+
+
+def check_disk(path: Path, need_mb: int, db_bytes: int) -> Check:
+    """Free space for the backup: at least ``need_mb`` and twice the database size."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = max(need_mb * 1024 * 1024, 2 * db_bytes)
+    if free < need:
+        return Check("disk", "fail", f"{free // 2**20} MiB free at {probe}, need {need // 2**20} MiB for the backup")
+    return Check("disk", "pass", f"{free // 2**20} MiB free for backups")
+
+
+def check_runtime(nginx: str | None, port: int, port_busy: Callable[[int], bool], active_port: int | None) -> Check:
+    """The proxy is available (else a warning: the deploy will have downtime) and the new port is free."""
+    if port != active_port and port_busy(port):
+        return Check("runtime", "fail", f"port {port} is in use by another program; free it or set app_ports")
+    if nginx is None:
+        return Check("runtime", "warn", "nginx not found: stop-then-start deploy with downtime (apt-get install nginx)")
+    return Check("runtime", "pass", f"nginx at {nginx}; new release will listen on port {port}")
+
+
+def summarize(checks: list[Check]) -> str:
+    """``git pass, config warn, ...``."""
+    return ", ".join(f"{c.name} {c.status}" for c in checks)

@@ -1,0 +1,106 @@
+"""Releases: ``git archive`` of one commit into ``.stageflow/releases/<id>``."""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from stageflow.commands import git
+from stageflow.errors import ConfigError, OperationError
+from stageflow.runner import Runner
+from stageflow.state.store import Store
+
+
+@dataclass(frozen=True)
+class GitFacts:
+    """What git says about the work tree (read once, then planned on)."""
+
+    head: str
+    dirty_files: list[str]
+    subject: str
+
+    @property
+    def dirty(self) -> bool:
+        """True when tracked files have uncommitted changes."""
+        return bool(self.dirty_files)
+
+
+def parse_porcelain(text: str) -> list[str]:
+    """File names from ``git status --porcelain`` output."""
+    return [line[3:] for line in text.splitlines() if len(line) > 3]
+
+
+def read_git(root: Path, runner: Runner) -> GitFacts:
+    """Read HEAD, dirtiness and subject; ConfigError when ``root`` is not a git repository."""
+    if not runner.run(git.is_repo(), cwd=root).ok:
+        raise ConfigError(f"{root} is not a git repository", hint="run 'git init' and commit the app first")
+    head = runner.run(git.rev_parse("HEAD"), cwd=root)
+    if not head.ok or not head.stdout.strip():
+        raise ConfigError(f"{root}: HEAD does not resolve to a commit", hint="commit the app first")
+    sha = head.stdout.strip()
+    status = runner.run(git.status_porcelain(), cwd=root, check=True, what="git status")
+    subj = runner.run(git.subject(sha), cwd=root)
+    return GitFacts(sha, parse_porcelain(status.stdout), subj.stdout.strip())
+
+
+def release_id(sha: str, dirty: bool, now: datetime | None = None) -> str:
+    """``<UTC timestamp>-<short sha>[-dirty]``; sortable by time."""
+    ts = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{ts}-{sha[:7]}" + ("-dirty" if dirty else "")
+
+
+def releases_dir(state_dir: Path) -> Path:
+    """Where release trees live."""
+    return state_dir / "releases"
+
+
+def build_release(root: Path, state_dir: Path, facts: GitFacts, store: Store, runner: Runner,
+                  requirements: str, *, include_dirty: bool) -> str:
+    """Export the commit (plus dirty changes when allowed) into a new release directory."""
+    from stageflow.runtimes.local import file_hash
+
+    sha = facts.head
+    tree = sha
+    if include_dirty and facts.dirty:
+        # `git stash create` snapshots tracked changes as a commit without touching the work tree.
+        snap = runner.run(git.stash_create(), cwd=root, check=True, what="git stash create").stdout.strip()
+        tree = snap or sha
+    rid = release_id(sha, include_dirty and facts.dirty)
+    base = releases_dir(state_dir)
+    dest = base / rid
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = base / f"{rid}.{n}"
+    rid = dest.name
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=base, prefix=".build-") as tmp:
+        tar_path = Path(tmp) / "release.tar"
+        runner.run(git.archive(tree, tar_path), cwd=root, check=True, what="git archive")
+        staging = Path(tmp) / "tree"
+        staging.mkdir()
+        with tarfile.open(tar_path) as tar:
+            tar.extractall(staging, filter="data")
+        staging.rename(dest)
+    store.add_release(rid, sha, include_dirty and facts.dirty, facts.subject, dest, file_hash(dest / requirements))
+    return rid
+
+
+def release_path(store: Store, rid: str) -> Path:
+    """The directory of release ``rid``; OperationError when it is gone."""
+    row = store.release(rid)
+    if row is None or not Path(row["path"]).is_dir():
+        raise OperationError(f"release {rid} does not exist any more", hint="see 'stageflow history' for releases")
+    return Path(row["path"])
+
+
+def remove_release(store: Store, rid: str) -> None:
+    """Delete a release directory and its record."""
+    row = store.release(rid)
+    if row is not None:
+        shutil.rmtree(row["path"], ignore_errors=True)
+    store.delete_release(rid)
