@@ -35,8 +35,10 @@ class Result:
     def brief(self, limit: int = 300) -> str:
         """A one-line, masked summary of the output, for error messages."""
         text = [ln.strip() for ln in (self.stderr.strip() or self.stdout.strip()).splitlines() if ln.strip()]
-        # The last line carries the verdict (a Python traceback ends with the exception).
-        line = text[-1] if text else f"exit code {self.returncode}"
+        # The verdict is the last line that names an error (a Python traceback ends with its exception,
+        # psql and git put theirs first and advice after); otherwise the first line.
+        errors = [ln for ln in text if "error" in ln.lower() or "fatal" in ln.lower()]
+        line = errors[-1] if errors else (text[0] if text else f"exit code {self.returncode}")
         return masker.mask(line)[:limit]
 
 

@@ -118,9 +118,7 @@ def pg_dump(target: PgTarget, fmt: DumpFormat = "plain") -> list[str]:
     ]
 
 
-def psql_file(
-    target: PgTarget, path: Path, database: str | None = None, *, role: str | None = None
-) -> list[str]:
+def psql_file(target: PgTarget, path: Path, database: str | None = None, *, role: str | None = None) -> list[str]:
     """``psql`` running the SQL file ``path`` in ``database`` (default ``target.name``).
 
     Stops at the first error and runs the file in one transaction, so a failed restore
@@ -182,9 +180,7 @@ def pg_restore(target: PgTarget, path: Path, database: str, *, role: str | None 
     return [*argv, "-d", check_name("database", database), str(path)]
 
 
-def createdb(
-    target: PgTarget, name: str, owner: str | None = None, *, template: str | None = None
-) -> list[str]:
+def createdb(target: PgTarget, name: str, owner: str | None = None, *, template: str | None = None) -> list[str]:
     """``createdb name`` owned by ``owner`` (default: the connecting user).
 
     Pass ``template="template0"`` before restoring a dump: objects added to template1 would

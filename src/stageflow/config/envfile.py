@@ -33,7 +33,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from stageflow.errors import ConfigError
@@ -71,7 +71,9 @@ class EnvLine:
     key: str | None = None
     value: str = ""
     comment: str | None = None
-    lineno: int = 0
+    lineno: int = field(default=0, compare=False)
+    #: the value as written in the file (quotes and escapes included); "" for built lines
+    raw: str = field(default="", compare=False)
 
     @property
     def is_assignment(self) -> bool:
@@ -121,19 +123,16 @@ def parse_env_lines(text: str, source: str = "<env>") -> list[EnvLine]:
         while j < eol and text[j] in _INLINE_WS:
             j += 1
         if j >= eol or text[j] != "=":
-            if j >= eol:
-                raise _error(
-                    source,
-                    start_line,
-                    f"expected KEY=value, got a bare {key}",
-                    hint=f"write {key}= for an empty value",
-                )
-            raise _error(source, start_line, f"expected '=' after {key}")
+            # Never echo the line: a malformed line may well be a pasted secret.
+            what = "a name without '='" if j >= eol else "no '=' after the name"
+            raise _error(source, start_line, f"expected KEY=value, got {what}", hint="write KEY=value or KEY=")
         j += 1
         while j < eol and text[j] in _INLINE_WS:
             j += 1
+        value_start = j
         if j < n and text[j] in "\"'":
             value, j, lineno = _quoted(text, j, lineno, source, key)
+            raw = text[value_start:j]
             # After the closing quote: only blanks and an optional comment up to the line end.
             eol = text.find("\n", j)
             if eol < 0:
@@ -142,18 +141,18 @@ def parse_env_lines(text: str, source: str = "<env>") -> list[EnvLine]:
             if rest and not rest.startswith("#"):
                 raise _error(source, lineno, f"unexpected text after the closing quote of {key}")
         else:
-            raw = text[j:eol].rstrip("\r")
-            value = _strip_inline_comment(raw)
-        out.append(EnvLine(key=key, value=value, lineno=start_line))
+            value = _strip_inline_comment(text[j:eol])
+            raw = value
+        out.append(EnvLine(key=key, value=value, lineno=start_line, raw=raw))
         i = eol + 1
         lineno += 1
     return out
 
 
 def _strip_inline_comment(raw: str) -> str:
-    # A '#' starts a comment only after whitespace (like Compose): "a#b" stays "a#b".
+    # Like Compose: "#" starts a comment only after whitespace inside the value; "a#b" and "#b" stay.
     for k, ch in enumerate(raw):
-        if ch == "#" and (k == 0 or raw[k - 1] in _INLINE_WS):
+        if ch == "#" and k > 0 and raw[k - 1] in _INLINE_WS:
             raw = raw[:k]
             break
     return raw.rstrip(" \t\r\f\v")

@@ -159,6 +159,7 @@ class Releases(Strict):
 
     keep: int = Field(5, ge=2, le=1000)
     requirements: str = "requirements.txt"
+    venv_dir: str = ".stageflow/venvs/{env}"
 
 
 class Thresholds(Strict):

@@ -11,8 +11,8 @@ token      48       32       letters, digits, ``-`` and ``_`` (URL-safe base64 a
 hex        64       32       ``0-9a-f``
 =========  =======  =======  ===========================================================
 
-Passwords avoid ``-`` and ``_`` on purpose: a password starting with ``-`` is read as an option
-by tools such as ``redis-cli -a``.
+Passwords avoid ``-`` and ``_`` on purpose, and tokens never start with them: a value starting
+with ``-`` is read as an option by tools such as ``redis-cli -a``.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ def generate_secret(kind: str = "token", length: int | None = None) -> str:
         raise ValueError(f"a {kind} secret needs at least {spec.min_length} characters, not {n}")
     while True:
         value = "".join(_csprng.choice(spec.alphabet) for _ in range(n))
-        # Rejection keeps every generated secret above the strength bar validation applies.
-        if len(set(value)) >= spec.min_distinct:
+        # Rejection keeps every generated secret above the strength bar validation applies, and
+        # keeps tokens from starting with '-' (read as an option by command-line tools).
+        if len(set(value)) >= spec.min_distinct and (kind == "django" or value[0].isalnum()):
             return value
 
 
@@ -89,3 +90,32 @@ def weakness(value: str, kind: str | None = None) -> str | None:
     if len(set(value)) < min_distinct:
         return f"has too few distinct characters ({len(set(value))}, needs at least {min_distinct})"
     return None
+
+
+_PLACEHOLDER_WORDS = {
+    "changeme",
+    "change-me",
+    "change_me",
+    "change me",
+    "changethis",
+    "todo",
+    "fixme",
+    "tbd",
+    "xxx",
+    "placeholder",
+    "replaceme",
+    "replace-me",
+    "example",
+}
+_PLACEHOLDER_PREFIXES = ("django-insecure-", "your-", "your_", "<", "changeme", "change-me", "change_me")
+
+
+def is_placeholder(value: str) -> bool:
+    """True for values that only stand in for a real one (``changeme``, ``django-insecure-…``, ``your-…``)."""
+    low = value.strip().lower()
+    if not low:
+        return False
+    if low in _PLACEHOLDER_WORDS or low.startswith(_PLACEHOLDER_PREFIXES):
+        return True
+    # "xxxxxxxx", "********", "...": filler characters only.
+    return len(low) >= 3 and set(low) <= set("x*.?-_#")

@@ -177,9 +177,7 @@ def create_backup(
     should return an aware datetime; a naive one is taken to be UTC.
     """
     if not _ENV_NAME.match(env):
-        raise ConfigError(
-            f"invalid environment name {env!r} for a backup file", hint="use letters, digits, _ . -"
-        )
+        raise ConfigError(f"invalid environment name {env!r} for a backup file", hint="use letters, digits, _ . -")
     if fmt not in ("plain", "custom"):
         raise ConfigError(f"unknown backup format {fmt!r}", hint="use 'plain' or 'custom'")
     if not database_exists(target, runner):
@@ -190,9 +188,7 @@ def create_backup(
     try:
         _ensure_private_dir(dest_dir)
         if final.exists():
-            raise OperationError(
-                f"backup {final} already exists", hint="wait a moment and run the backup again"
-            )
+            raise OperationError(f"backup {final} already exists", hint="wait a moment and run the backup again")
         tmp = _private_temp(dest_dir, final.name)
         try:
             if target.engine == "sqlite":
@@ -275,16 +271,12 @@ def list_backups(dest_dir: Path, *, env: str | None = None) -> list[BackupResult
             size = path.stat().st_size
         except (OperationError, OSError):
             continue  # no usable sidecar: a crashed or in-flight backup, not one to offer
-        results.append(
-            BackupResult(path, digest, size, kind, stamp, "sqlite" if kind == "sqlite" else "postgres")
-        )
+        results.append(BackupResult(path, digest, size, kind, stamp, "sqlite" if kind == "sqlite" else "postgres"))
     results.sort(key=lambda b: (b.created_at, b.path.name), reverse=True)
     return results
 
 
-def prune_backups(
-    dest_dir: Path, *, keep: int, protect: Collection[Path] = (), env: str | None = None
-) -> list[Path]:
+def prune_backups(dest_dir: Path, *, keep: int, protect: Collection[Path] = (), env: str | None = None) -> list[Path]:
     """Delete all but the newest ``keep`` complete backups (by the timestamp in the name).
 
     Files in ``protect`` are never deleted and do not use up one of the ``keep`` slots.
@@ -293,9 +285,7 @@ def prune_backups(
     Returns the deleted backup files.
     """
     if keep < 1:
-        raise ConfigError(
-            f"backup retention keep={keep} would delete every backup", hint="set keep to 1 or more"
-        )
+        raise ConfigError(f"backup retention keep={keep} would delete every backup", hint="set keep to 1 or more")
     protected = {p.resolve() for p in protect}
     complete = {b.path for b in list_backups(dest_dir, env=env)}
     files = [(stamp, path) for path, file_env, stamp, _ in _backup_files(dest_dir) if env in (None, file_env)]
@@ -470,9 +460,7 @@ def _sqlite_copy(source_path: Path, dest: Path, *, what: str) -> None:
             # self-contained, which is what a backup file should be.
             copy.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
-        raise OperationError(
-            f"{what} failed: {exc}", hint="check that the file is a SQLite database"
-        ) from exc
+        raise OperationError(f"{what} failed: {exc}", hint="check that the file is a SQLite database") from exc
 
 
 def _verify_sqlite(backup: Path, scratch_dir: Path) -> VerifyResult:
@@ -495,8 +483,7 @@ def _verify_sqlite(backup: Path, scratch_dir: Path) -> VerifyResult:
             names = [
                 str(row[0])
                 for row in db.execute(
-                    "SELECT name FROM sqlite_master"
-                    " WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
                 )
             ]
             rows = 0
@@ -508,9 +495,7 @@ def _verify_sqlite(backup: Path, scratch_dir: Path) -> VerifyResult:
     finally:
         for leftover in (scratch, scratch.with_name(scratch.name + "-journal")):
             leftover.unlink(missing_ok=True)
-    return VerifyResult(
-        True, len(names), rows, f"restored into a scratch file: {len(names)} tables, {rows} rows"
-    )
+    return VerifyResult(True, len(names), rows, f"restored into a scratch file: {len(names)} tables, {rows} rows")
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -524,9 +509,7 @@ def _pg_hint(target: DatabaseTarget, text: str) -> str | None:
     low = text.lower()
     if "password authentication failed" in low or "no password supplied" in low:
         return f"check the password for database user {target.user!r} in the env file"
-    if any(
-        s in low for s in ("connection refused", "could not connect", "timeout expired", "translate host")
-    ):
+    if any(s in low for s in ("connection refused", "could not connect", "timeout expired", "translate host")):
         return f"check that PostgreSQL is running and reachable at {target.host}:{target.port}"
     if "permission denied to create database" in low:
         return f"allow it with ALTER ROLE {target.user} CREATEDB, or use an admin user"
@@ -535,13 +518,29 @@ def _pg_hint(target: DatabaseTarget, text: str) -> str | None:
     return None
 
 
+_ERROR_LINE = re.compile(r"\b(error|fatal)\b", re.IGNORECASE)
+
+
+def _pg_brief(result: Result, limit: int = 300) -> str:
+    """One masked line from a client tool's stderr.
+
+    libpq and the pg tools print the cause first ("... failed: Connection refused") and
+    advice or detail on the next line, so the first error line plus one says the most.
+    """
+    lines = [ln.strip() for ln in (result.stderr or result.stdout).splitlines() if ln.strip()]
+    first = next((i for i, ln in enumerate(lines) if _ERROR_LINE.search(ln)), None)
+    picked = lines[first : first + 2] if first is not None else lines[-3:]
+    text = " ".join(" ".join(picked).split()) or f"exit code {result.returncode}"
+    return masker.mask(text)[:limit]
+
+
 def _pg(
     runner: Runner, argv: list[str], target: DatabaseTarget, what: str, *, stdout_path: Path | None = None
 ) -> Result:
     """Run one client tool against ``target``; a failure becomes a one-line OperationError."""
     result = runner.run(argv, env=_pg_env(target), stdout_path=stdout_path, what=what)
     if not result.ok:
-        brief = _one_line(result.brief())
+        brief = _pg_brief(result)
         raise OperationError(f"{what} failed for {target.describe()}: {brief}", hint=_pg_hint(target, brief))
     return result
 
@@ -581,9 +580,7 @@ def _scratch_name(base: str, purpose: str) -> str:
     return head + suffix
 
 
-def _pg_load(
-    target: DatabaseTarget, backup: Path, database: str, runner: Runner, *, role: str | None
-) -> None:
+def _pg_load(target: DatabaseTarget, backup: Path, database: str, runner: Runner, *, role: str | None) -> None:
     if _pg_kind(backup) == "custom":
         argv = pg.pg_restore(target, backup, database, role=role)
     else:
@@ -613,8 +610,7 @@ def _restore_postgres(target: DatabaseTarget, backup: Path, runner: Runner) -> N
     result = runner.run(pg.psql_command(target, rename, MAINTENANCE_DB), env=_pg_env(target), what="rename")
     if not result.ok:
         raise OperationError(
-            f"restored data is in database {staging} but renaming it to {target.name} failed: "
-            f"{_one_line(result.brief())}",
+            f"restored data is in database {staging} but renaming it to {target.name} failed: {_pg_brief(result)}",
             hint=f"rename it by hand: {rename}",
         )
 

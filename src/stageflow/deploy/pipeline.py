@@ -277,11 +277,12 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
             f"environment {ctx.name} uses runtime {ctx.env.runtime!r}, which this version cannot deploy yet",
             hint=f"set environments.{ctx.name}.runtime: local",
         )
+    # Facts first: a missing repository must fail before any state is written.
+    if release is None and facts is None and opts.kind != "rollback":
+        facts = read_git(ctx.root, ws.runner)
     store = ws.store
     rt = LocalRuntime(ctx, ws.runner)
     state = store.env_state(ctx.name)
-    if release is None and facts is None and opts.kind != "rollback":
-        facts = read_git(ctx.root, ws.runner)
     plan = plan_steps(ctx, rt, state.current_release, state.color, opts.kind, release)
     if opts.dry_run:
         return DeployReport(ctx.name, release, "planned", None, plan=plan)

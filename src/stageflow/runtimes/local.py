@@ -76,7 +76,8 @@ class LocalRuntime:
         self.run_dir = sd / "run" / self.env
         self.log_dir = self.run_dir / "logs"
         self.nginx_dir = sd / "nginx" / self.env
-        self.venv_root = sd / "venvs" / self.env
+        venvs = Path(ctx.config.releases.venv_dir.format(env=self.env, project=ctx.config.project))
+        self.venv_root = venvs if venvs.is_absolute() else ctx.root / venvs
         self.instance_prefix = f"{ctx.root}::{self.env}::"
 
     # ports and nginx ---------------------------------------------------------------------------

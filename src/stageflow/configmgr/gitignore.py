@@ -1,0 +1,88 @@
+"""Keep env files out of git: ``.gitignore`` must ignore ``.env.*`` but never the templates.
+
+This is a small subset of gitignore matching (no ``**`` semantics beyond fnmatch, no nested
+``.gitignore`` files); it only needs to answer "is this file name covered by a pattern at the
+root", and errs on the side of adding an explicit line.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+ENV_PATTERN = ".env.*"
+_TEMPLATE_SAMPLE = "config/templates/production.env.j2"
+_HEADER = "# stageflow: env files hold secrets"
+
+
+def _patterns(text: str) -> list[tuple[bool, str]]:
+    """(negated, pattern) for each pattern line, in order."""
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        out.append((neg, line[1:] if neg else line))
+    return out
+
+
+def _matches(pattern: str, rel: str) -> bool:
+    pat = pattern.rstrip("/")
+    anchored = pat.startswith("/") or "/" in pat.rstrip("*")
+    pat = pat.lstrip("/")
+    if anchored:
+        return fnmatch.fnmatchcase(rel, pat) or fnmatch.fnmatchcase(rel, pat + "/*")
+    # Unanchored patterns match the name at any depth, or any directory on the way.
+    parts = PurePosixPath(rel).parts
+    return any(fnmatch.fnmatchcase(p, pat) for p in parts)
+
+
+def is_ignored(text: str, rel: str) -> bool:
+    """Whether ``rel`` (POSIX path from the root) is ignored by the patterns in ``text``."""
+    ignored = False
+    for neg, pat in _patterns(text):
+        if _matches(pat, rel):
+            ignored = not neg
+    return ignored
+
+
+def ensure_ignored(root: Path, env_files: Iterable[str]) -> list[str]:
+    """Fix ``root/.gitignore`` so every env file is ignored and templates are not; returns lines added."""
+    path = root / ".gitignore"
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    added: list[str] = []
+    probe = text
+    if not is_ignored(probe, ".env.production"):
+        added.append(ENV_PATTERN)
+        probe += f"\n{ENV_PATTERN}\n"
+    for rel in env_files:
+        if not is_ignored(probe, rel):
+            line = "/" + rel.lstrip("/")
+            added.append(line)
+            probe += f"\n{line}\n"
+    if is_ignored(probe, _TEMPLATE_SAMPLE):
+        # Some broad pattern (e.g. *.env*) would hide the templates: they belong in git.
+        line = "!config/templates/*.env.j2"
+        added.append(line)
+        probe += f"\n{line}\n"
+    if not added:
+        return []
+    new = text
+    if new and not new.endswith("\n"):
+        new += "\n"
+    new += ("\n" if new else "") + _HEADER + "\n" + "\n".join(added) + "\n"
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=".gitignore.", dir=root)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(new)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return added

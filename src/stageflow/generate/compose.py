@@ -1,0 +1,393 @@
+"""Generate ``docker-compose.<env>.yml`` for one environment.
+
+The document is built as Python data and dumped with ``yaml.safe_dump``: no text template can then
+produce invalid YAML or let a value break out of its field. Every string is escaped for Compose's
+own ``${VAR}`` interpolation, so a ``$`` in a command reaches the container unchanged.
+
+Shape (Practika: web service ``backend`` on port 8000, ``worker``, PostgreSQL, Redis):
+
+* ``backend`` – built from ``services.backend.build`` with ``args: {BASE_IMAGE: ...}``; HTTP
+  healthcheck with Python's urllib against the health path; replicas from the environment.
+* other services (``worker``) – same hardening, liveness healthcheck.
+* ``db`` (``database.engine: postgres``), ``redis`` (``cache.engine: redis``) – official images,
+  only on the ``internal`` network (``internal: true``), never a published port.
+* ``nginx`` – the generated reverse proxy (``stageflow config nginx``), the only published ports;
+  left out in the dev environment, where the web service is published on loopback instead.
+
+Every service: healthcheck, ``depends_on`` with ``condition: service_healthy``, restart policy,
+``deploy.resources.limits``, json-file log rotation, ``no-new-privileges``, ``cap_drop: [ALL]`` plus
+the few capabilities an image's entrypoint needs, ``read_only`` root with tmpfs for scratch paths,
+and for the app a non-root user. The dev environment adds a source bind mount and hot reload.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from stageflow.config.models import ProjectConfig, Service
+from stageflow.errors import ConfigError, OperationError
+
+DEFAULT_IMAGES: dict[str, str] = {
+    "base": "python:3.12-slim",
+    "db": "postgres:16",
+    "redis": "redis:7",
+    "nginx": "nginx:1.27",
+}
+APP_DIR = "/app"
+# A uid/gid that exists in no base image and maps to no host account: the app can read its files
+# (installed world-readable) but owns nothing it could rewrite.
+APP_USER = "10001:10001"
+DEV_ENV_NAMES = frozenset({"dev", "development", "local"})
+LOGGING: dict[str, Any] = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+SECURITY: dict[str, Any] = {"security_opt": ["no-new-privileges:true"], "cap_drop": ["ALL"]}
+# What the official images' entrypoints do as root before dropping to their own user:
+# postgres chowns/chmods PGDATA and the socket dir (CHOWN, DAC_OVERRIDE, FOWNER) then gosu (SETUID,
+# SETGID); redis chowns /data then gosu; the nginx master binds 80/443 (NET_BIND_SERVICE), creates
+# and chowns its temp dirs for the workers, then setuid()s them.
+CAPS: dict[str, list[str]] = {
+    "db": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"],
+    "redis": ["CHOWN", "SETGID", "SETUID"],
+    "nginx": ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "NET_BIND_SERVICE"],
+}
+LIMITS: dict[str, tuple[str, str]] = {
+    "web": ("1.0", "512M"),
+    "service": ("1.0", "512M"),
+    "db": ("1.0", "1G"),
+    "redis": ("0.5", "256M"),
+    "nginx": ("0.5", "128M"),
+}
+EDGE, INTERNAL = "edge", "internal"
+
+
+def compose_filename(config: ProjectConfig, env: str) -> str:
+    """``docker-compose.prod.yml`` for production (the seed's name), ``docker-compose.<env>.yml`` otherwise."""
+    del config  # the name depends on the environment only; kept for a stable call signature
+    return "docker-compose.prod.yml" if env == "production" else f"docker-compose.{env}.yml"
+
+
+def image_overrides(config: ProjectConfig, env: str) -> dict[str, str]:
+    """Per-environment images: ``environments.<env>.images`` or ``STAGEFLOW_IMAGE_<KEY>`` variables.
+
+    Keys: a service name, ``base`` (the ``BASE_IMAGE`` build argument), ``db``, ``redis``, ``nginx``.
+    """
+    environment = config.environments[env]
+    images = getattr(environment, "images", None)
+    if isinstance(images, Mapping):
+        return {str(k): str(v) for k, v in images.items()}
+    out: dict[str, str] = {}
+    for name, value in environment.variables.items():
+        if name.startswith("STAGEFLOW_IMAGE_") and value.strip():
+            out[name.removeprefix("STAGEFLOW_IMAGE_").lower().replace("_", "-")] = value.strip()
+    return out
+
+
+def is_dev(config: ProjectConfig, env: str) -> bool:
+    """Whether ``env`` gets the dev profile (source bind mount, hot reload, no proxy)."""
+    flag = getattr(config.environments[env], "hot_reload", None)
+    return bool(flag) if flag is not None else env in DEV_ENV_NAMES
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _escape(value: Any) -> Any:
+    """Escape ``$`` everywhere: nothing generated relies on Compose interpolation."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
+def _hardening(kind: str, *, dev: bool, replicas: int | None = None) -> dict[str, Any]:
+    cpus, memory = LIMITS[kind]
+    deploy: dict[str, Any] = {"resources": {"limits": {"cpus": cpus, "memory": memory}}}
+    if replicas is not None:
+        deploy = {"replicas": replicas, **deploy}
+    return {
+        # Dev restarts by hand; elsewhere a crashed or rebooted service comes back by itself.
+        "restart": "no" if dev else "unless-stopped",
+        "logging": LOGGING,
+        **SECURITY,
+        "deploy": deploy,
+    }
+
+
+def _web_healthcheck(service: Service) -> dict[str, Any]:
+    health = service.health
+    assert health is not None and service.port is not None  # the web service always has both
+    url = f"http://127.0.0.1:{service.port}{health.path}"
+    # urllib raises on 4xx/5xx; catching HTTPError lets a non-200 `expect` work too.
+    script = (
+        "import sys, urllib.error, urllib.request\n"
+        "try:\n"
+        f"    code = urllib.request.urlopen({url!r}, timeout={health.timeout:g}).status\n"
+        "except urllib.error.HTTPError as exc:\n"
+        "    code = exc.code\n"
+        "except Exception:\n"
+        "    sys.exit(1)\n"
+        f"sys.exit(0 if code == {health.expect} else 1)\n"
+    )
+    return {
+        "test": ["CMD", "python", "-c", script],
+        "interval": "10s",
+        "timeout": _seconds(health.timeout + 1),
+        "retries": 3,
+        "start_period": _seconds(health.deadline),
+    }
+
+
+def _service_healthcheck(service: Service) -> dict[str, Any]:
+    custom = getattr(service, "healthcheck", None)
+    if isinstance(custom, str) and custom.strip():
+        test: list[str] = ["CMD-SHELL", custom]
+    else:
+        # No port to probe: healthy while PID 1 (the service's own process) is neither a zombie nor
+        # stopped. Set services.<name>.healthcheck for a real check (e.g. a heartbeat file).
+        test = [
+            "CMD",
+            "python",
+            "-c",
+            "import sys; sys.exit(open('/proc/1/stat').read().rsplit(')', 1)[1].split()[0] in 'ZTt')",
+        ]
+    return {"test": test, "interval": "30s", "timeout": "5s", "retries": 3, "start_period": "30s"}
+
+
+def _command(service: Service, *, dev: bool) -> str | None:
+    if not service.command:
+        return None
+    command = service.command.replace("{port}", str(service.port or ""))
+    if dev and command.split()[0] == "gunicorn" and "--reload" not in command.split():
+        command += " --reload"
+    return command
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to the compose file's directory, as Compose wants bind sources: ``./x``."""
+    rel = Path(os.path.relpath(path, base)).as_posix()
+    return rel if rel.startswith(".") else f"./{rel}"
+
+
+def build_compose(
+    config: ProjectConfig,
+    env: str,
+    *,
+    root: Path,
+    out_dir: Path | None = None,
+    nginx_dir: Path | None = None,
+) -> dict[str, Any]:
+    """The Compose document for ``env`` as plain data (see the module docstring for its shape).
+
+    Relative paths (build contexts, env file, bind mounts) are written relative to ``out_dir``, the
+    directory the file will live in (the app root by default). ``nginx_dir`` is where
+    ``stageflow config nginx`` writes this environment's proxy (``deploy/nginx/<env>``).
+    """
+    from stageflow.generate.nginx import site_filename, site_options
+
+    if env not in config.environments:
+        raise ConfigError(f"unknown environment {env!r}", hint=f"known: {', '.join(config.environments)}")
+    environment = config.environments[env]
+    out_dir = out_dir or root
+    nginx_dir = nginx_dir or root / "deploy" / "nginx" / env
+    dev = is_dev(config, env)
+    overrides = image_overrides(config, env)
+    env_file = _rel(root / (environment.env_file or f".env.{env}"), out_dir)
+    web_name, web = config.web_service
+    db = config.database_for(env)
+    fill = {"env": env, "project": config.project}
+    cache = config.cache if config.cache is not None and config.cache.engine == "redis" else None
+
+    services: dict[str, Any] = {}
+    volumes: dict[str, Any] = {}
+    infra_deps: dict[str, Any] = {}
+    if db.engine == "postgres":
+        db_name, db_user = db.name.format(**fill), db.user.format(**fill)
+        services["db"] = {
+            "image": overrides.get("db", db.image),
+            "env_file": [env_file],  # POSTGRES_PASSWORD comes from the environment file
+            "environment": {"POSTGRES_DB": db_name, "POSTGRES_USER": db_user},
+            "volumes": ["pgdata:/var/lib/postgresql/data"],
+            # -h 127.0.0.1: the entrypoint's init-time server listens on the socket only, so
+            # dependents wait for the real server instead of starting against the temporary one.
+            "healthcheck": {
+                "test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", db_user, "-d", db_name],
+                "interval": "5s",
+                "timeout": "5s",
+                "retries": 10,
+                "start_period": "30s",
+            },
+            "read_only": True,
+            "tmpfs": ["/var/run/postgresql", "/tmp"],
+            "cap_add": CAPS["db"],
+            "stop_grace_period": "30s",
+            "networks": [INTERNAL],
+            **_hardening("db", dev=dev),
+        }
+        volumes["pgdata"] = {}
+        infra_deps["db"] = {"condition": "service_healthy"}
+    if cache is not None:
+        services["redis"] = {
+            "image": overrides.get("redis", cache.image),
+            "volumes": ["redisdata:/data"],
+            # redis-cli exits 0 on error replies (e.g. NOAUTH), so look for the PONG itself.
+            "healthcheck": {
+                "test": ["CMD-SHELL", "redis-cli ping | grep -q PONG"],
+                "interval": "5s",
+                "timeout": "5s",
+                "retries": 10,
+                "start_period": "10s",
+            },
+            "read_only": True,
+            "tmpfs": ["/tmp"],
+            "cap_add": CAPS["redis"],
+            "networks": [INTERNAL],
+            **_hardening("redis", dev=dev),
+        }
+        volumes["redisdata"] = {}
+        infra_deps["redis"] = {"condition": "service_healthy"}
+
+    app_volumes = [f"static:{APP_DIR}/staticfiles", f"media:{APP_DIR}/media"]
+    volumes["static"] = {}
+    volumes["media"] = {}
+    if db.engine == "sqlite" and not Path(db.path).is_absolute():
+        # SQLite needs a writable directory under the read-only root.
+        data_dir = posixpath.dirname(db.path.format(**fill)) or "."
+        app_volumes.append(f"sqlite:{posixpath.normpath(posixpath.join(APP_DIR, data_dir))}")
+        volumes["sqlite"] = {}
+
+    for name, service in config.services.items():
+        is_web = name == web_name
+        spec: dict[str, Any] = {}
+        if service.build is not None:
+            spec["build"] = {
+                "context": _rel(root / service.build, out_dir),
+                "args": {"BASE_IMAGE": overrides.get("base", DEFAULT_IMAGES["base"])},
+            }
+        spec["image"] = overrides.get(name) or service.image or f"{config.project}-{name}:{env}"
+        command = _command(service, dev=dev)
+        if command:
+            spec["command"] = command
+        spec["user"] = APP_USER
+        spec["env_file"] = [env_file]
+        spec["environment"] = {"STAGEFLOW_ENV": env, "PYTHONUNBUFFERED": "1"}
+        if dev:
+            spec["environment"]["PYTHONDONTWRITEBYTECODE"] = "1"
+        spec["volumes"] = list(app_volumes)
+        if dev and service.build is not None:
+            # Dev profile: the working tree replaces the image's copy, and the server reloads.
+            spec["volumes"].insert(0, f"{_rel(root / service.build, out_dir)}:{APP_DIR}")
+            spec["working_dir"] = APP_DIR
+        spec["read_only"] = True
+        spec["tmpfs"] = ["/tmp"]
+        if is_web:
+            spec["expose"] = [str(service.port)]
+            if dev:
+                host = urlsplit(environment.url).hostname or "127.0.0.1"
+                bind = "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
+                spec["ports"] = [f"{bind}:{environment.url_port}:{service.port}"]
+            spec["healthcheck"] = _web_healthcheck(service)
+        else:
+            spec["healthcheck"] = _service_healthcheck(service)
+        if infra_deps:
+            spec["depends_on"] = dict(infra_deps)
+        # Web and workers reach the database on `internal` and the outside world on `edge`.
+        spec["networks"] = [INTERNAL, EDGE]
+        spec["stop_grace_period"] = _seconds(environment.drain + 10) if is_web else "30s"
+        replicas = environment.replicas if is_web else service.replicas
+        spec.update(_hardening("web" if is_web else "service", dev=dev, replicas=1 if dev else replicas))
+        services[name] = spec
+
+    if not dev:
+        site = site_options(config, env, root=root)
+        main_port, http_port = site.main_port, site.http_port
+        host = urlsplit(environment.url).hostname or ""
+        bind = "127.0.0.1:" if host in ("127.0.0.1", "localhost") else ""
+        ports = [f"{bind}{http_port}:{http_port}"]
+        if site.tls:
+            ports.append(f"{bind}{main_port}:{main_port}")
+        nginx_volumes = [
+            f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
+            f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
+        ]
+        if site.tls:
+            cert_dirs = sorted({posixpath.dirname(site.cert), posixpath.dirname(site.key)})
+            nginx_volumes += [f"{d}:{d}:ro" for d in cert_dirs]
+        if site.static_root == "/srv/static":
+            nginx_volumes.append("static:/srv/static:ro")
+        if site.media_root == "/srv/media":
+            nginx_volumes.append("media:/srv/media:ro")
+        services["nginx"] = {
+            "image": overrides.get("nginx", DEFAULT_IMAGES["nginx"]),
+            "ports": ports,
+            "volumes": nginx_volumes,
+            # A real TCP connect to the port that serves the site (the image ships bash, not curl).
+            "healthcheck": {
+                "test": ["CMD", "bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{main_port}"],
+                "interval": "10s",
+                "timeout": "5s",
+                "retries": 3,
+                "start_period": "10s",
+            },
+            "depends_on": {web_name: {"condition": "service_healthy"}},
+            "read_only": True,
+            "tmpfs": ["/var/cache/nginx", "/var/run", "/tmp"],
+            "cap_add": CAPS["nginx"],
+            "networks": [EDGE],
+            **_hardening("nginx", dev=dev),
+        }
+
+    # Readers look for the app first: app services in stageflow.yml order, then the infrastructure.
+    ordered = {name: services[name] for name in config.services}
+    ordered.update({k: v for k, v in services.items() if k not in ordered})
+    doc: dict[str, Any] = {
+        "name": f"{config.project}-{env}",
+        "x-stageflow": {"project": config.project, "environment": env, "generated-by": "stageflow config compose"},
+        "services": ordered,
+        "networks": {EDGE: {}, INTERNAL: {"internal": True}},
+        "volumes": volumes,
+    }
+    return _escape(doc)  # type: ignore[no-any-return]
+
+
+def render_compose(doc: Mapping[str, Any], env: str) -> str:
+    """Dump ``doc`` as YAML under a header naming the command that regenerates it."""
+    import yaml
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # Multi-line values (the health-check script) read best as literal blocks.
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
+    header = (
+        f"# Generated by `stageflow config compose {env}` from stageflow.yml: edit that file and\n"
+        "# regenerate rather than editing this one.\n"
+    )
+    body = yaml.dump(dict(doc), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=4096)
+    return header + body
+
+
+def write_compose(config: ProjectConfig, env: str, *, root: Path, out_dir: Path | None = None) -> Path:
+    """Build, render and write ``env``'s Compose file; return its path."""
+    out_dir = out_dir or root
+    doc = build_compose(config, env, root=root, out_dir=out_dir)
+    path = out_dir / compose_filename(config, env)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_compose(doc, env), encoding="utf-8")
+    except OSError as exc:
+        raise OperationError(
+            f"cannot write {path}: {exc.strerror}", hint="choose a writable --output directory"
+        ) from exc
+    return path
