@@ -148,6 +148,8 @@ def write_config(root: Path, ports: dict[str, int], app_ports: dict[str, list[in
         e["watch"] = watch
         e["drain"] = "5s"
     cfg["releases"]["venv_dir"] = str(VENVS / "shared")
+    # A broken release answers 503 forever: don't wait the production default of 60 s for it.
+    cfg["services"]["backend"]["health"]["deadline"] = "12s"
     cfg["nginx"] = {"enabled": "on" if nginx else "off"}
     if database:
         cfg["database"] = database

@@ -1,12 +1,14 @@
 """A real nginx for tests: a private instance on loopback ports in its own prefix directory.
 
 Fixtures ``nginx_bin``, ``nginx_factory`` and ``http_backend`` (register the module with
-``pytest_plugins``), or the plain helpers they wrap: :func:`require_nginx`, :func:`nginx_instances`,
-:func:`running_backend`. Each instance gets a fresh
-prefix under /tmp (mode 0755: when the tests run as root the workers run as ``nobody`` and must
-be able to read what the tests put there), its own pid file, error log and temp paths, and is
-started with ``nginx -p PREFIX -c PREFIX/nginx.conf -e PREFIX/error.log`` and stopped with
-``-s quit`` at teardown. A missing nginx is a failure when ``CI`` is set, else a skip.
+``pytest_plugins``), or the plain helpers they wrap: :func:`require_nginx`,
+:func:`nginx_instances`, :func:`running_backend`.
+
+Each instance gets a fresh prefix under /tmp (mode 0755: when the tests run as root the workers
+run as ``nobody`` and must be able to read what the tests put there), its own pid file, error log
+and temp paths. It is started with ``nginx -p PREFIX -c PREFIX/nginx.conf -e PREFIX/error.log``
+in the foreground, as a child of the test process, and stopped with ``-s quit`` at teardown.
+A missing nginx is a failure when ``CI`` is set, else a skip.
 
 Also here: a self-signed certificate made with ``cryptography`` and a tiny HTTP backend.
 """
@@ -104,6 +106,7 @@ class NginxInstance:
     prefix: Path
     sites: list[Path] = field(default_factory=list)
     started: bool = False
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def conf(self) -> Path:
@@ -136,10 +139,7 @@ class NginxInstance:
             f"    include {MIME_TYPES};" if MIME_TYPES.exists() else "",
             "    default_type application/octet-stream;",
             f"    access_log {self.prefix / 'access.log'};",
-            *(
-                f"    {d}_temp_path {tmp / d};"
-                for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-            ),
+            *(f"    {d}_temp_path {tmp / d};" for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
             *(f"    include {site};" for site in self.sites),
             "}",
         ]
@@ -155,45 +155,40 @@ class NginxInstance:
         return subprocess.run(self._argv("-t"), capture_output=True, text=True, timeout=30, check=False)
 
     def start(self, ports: Sequence[int] = ()) -> None:
-        """Start the master and wait until ``ports`` accept connections."""
+        """Start the master (in the foreground, as our child) and wait until ``ports`` accept connections."""
         self.write_conf()
-        proc = subprocess.run(self._argv(), capture_output=True, text=True, timeout=30, check=False)
-        if proc.returncode != 0:
-            raise AssertionError(f"nginx did not start: {proc.stderr.strip()}\n{self._log_tail()}")
+        # `daemon off` keeps the master our child: wait() reaps it at once, where a daemonised
+        # master would linger as a zombie until init gets round to it.
+        self.process = subprocess.Popen(
+            self._argv("-g", "daemon off;"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.started = True
         deadline = time.monotonic() + 10
         for port in ports:
             while True:
+                if self.process.poll() is not None:
+                    self.started = False
+                    raise AssertionError(f"nginx exited with {self.process.returncode}\n{self._log_tail()}")
                 with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     break
                 if time.monotonic() > deadline:
                     raise AssertionError(f"nginx is not listening on {port}\n{self._log_tail()}")
-                time.sleep(0.05)
+                time.sleep(0.02)
 
     def stop(self) -> None:
         """``nginx -s quit`` and wait for the master to exit (kill it after 10 s)."""
-        if not self.started:
+        if not self.started or self.process is None:
             return
         self.started = False
-        pid = self._pid()
         subprocess.run(self._argv("-s", "quit"), capture_output=True, timeout=30, check=False)
-        if pid is None:
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-    def _pid(self) -> int | None:
         try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
 
     def _log_tail(self) -> str:
         try:
@@ -276,9 +271,7 @@ def self_signed_cert(directory: Path, names: Sequence[str] = ("localhost", "127.
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     key_path.chmod(0o600)  # read by the root master only, as in production
     return cert_path, key_path
@@ -321,7 +314,7 @@ class Backend:
 def running_backend() -> Iterator[Backend]:
     """A real HTTP server on 127.0.0.1 answering 200 to everything, in a thread, until exit."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield Backend("127.0.0.1", server.server_address[1])

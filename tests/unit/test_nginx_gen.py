@@ -52,7 +52,10 @@ def site_text(opts: SiteOptions) -> str:
 
 def locations(text: str) -> dict[str, str]:
     """``location`` header → body, for the flat blocks the template writes."""
-    return {m.group(1).strip(): m.group(2) for m in re.finditer(r"^    location ([^{\n]+)\{(.*?)\n    \}", text, re.S | re.M)}
+    return {
+        m.group(1).strip(): m.group(2)
+        for m in re.finditer(r"^    location ([^{\n]+)\{(.*?)\n    \}", text, re.S | re.M)
+    }
 
 
 # ---------------------------------------------------------------- defaults
@@ -205,9 +208,16 @@ def test_every_location_includes_the_headers(project: tuple[Path, ProjectConfig]
     site = site_text(options(project, "production"))
     https = site.split("server {")[2]
     locs = locations(https)
-    assert {"/", "= /health/", "= /admin/login/", "= /accounts/login/", "/api/", "/admin/", "/static/", "/media/"} <= set(
-        locs
-    )
+    assert {
+        "/",
+        "= /health/",
+        "= /admin/login/",
+        "= /accounts/login/",
+        "/api/",
+        "/admin/",
+        "/static/",
+        "/media/",
+    } <= set(locs)
     for name, body in locs.items():
         assert "include /etc/nginx/stageflow/production/security-headers.conf;" in body, name
         assert "add_header" not in body, name  # only via the snippet, so no set can be partial
@@ -310,6 +320,8 @@ def test_write_site_creates_htpasswd_and_keeps_the_password_private(project: tup
     password = pw_file.read_text().strip()
     assert len(password) >= 24
     line = (out / "htpasswd").read_text()
+    # nginx workers (not root) read it on every request: 0600 root-owned answers 500.
+    assert stat.S_IMODE((out / "htpasswd").stat().st_mode) == 0o644
     assert line.startswith("practika:$6$") and password not in line
     assert verify_sha512_crypt(password, line.split(":", 1)[1].strip())
     for path in out.iterdir():

@@ -38,6 +38,13 @@ def _load(root: Path | None) -> tuple[Path, ProjectConfig]:
     return resolved, load_project(resolved)
 
 
+def _say(text: str) -> None:
+    from stageflow.cli.common import console
+
+    # Plain text: paths may hold brackets that Rich would read as markup.
+    console().print(text, markup=False)
+
+
 def _show(path: Path, base: Path) -> str:
     try:
         return str(path.relative_to(base))
@@ -51,21 +58,17 @@ def compose_command(
     output: OutputOpt = None,
 ) -> None:
     """Write docker-compose.<env>.yml (docker-compose.prod.yml for production) into the app root or --output."""
-    from stageflow.cli.common import console
     from stageflow.config.loader import resolve_env_name
-    from stageflow.generate.compose import write_compose
+    from stageflow.generate.compose import is_dev, write_compose
 
     app_root, config = _load(root)
     name = resolve_env_name(config, env)
     out_dir = output.resolve() if output else app_root
     path = write_compose(config, name, root=app_root, out_dir=out_dir)
-    out = console()
-    out.print(f"wrote {_show(path, Path.cwd())} ({name}: {', '.join(_services_summary(config, name))})")
+    _say(f"wrote {_show(path, Path.cwd())} ({name}: {', '.join(_services_summary(config, name))})")
     nginx_dir = app_root / "deploy" / "nginx" / name
-    from stageflow.generate.compose import is_dev
-
     if not is_dev(config, name) and not nginx_dir.is_dir():
-        out.print(f"next: `stageflow config nginx {name}` writes the proxy config it mounts ({nginx_dir})")
+        _say(f"next: `stageflow config nginx {name}` writes the proxy config it mounts ({nginx_dir})")
 
 
 def _services_summary(config: ProjectConfig, env: str) -> list[str]:
@@ -113,7 +116,6 @@ def nginx_command(
     output: OutputOpt = None,
 ) -> None:
     """Write the nginx reverse proxy of an environment into deploy/nginx/<env>/ (or --output/<env>/)."""
-    from stageflow.cli.common import console
     from stageflow.config.loader import resolve_env_name
     from stageflow.errors import UsageError
     from stageflow.generate.nginx import default_upstream_servers, site_options, write_site
@@ -128,18 +130,17 @@ def nginx_command(
     else:
         names = ["production" if "production" in config.environments else config.promotion_order[-1]]
     base = output.resolve() if output else app_root / "deploy" / "nginx"
-    out = console()
     for name in names:
         opts = site_options(config, name, root=app_root, nginx_version=_nginx_version(config, name))
         site = write_site(app_root, opts, base / name, default_upstream_servers(config, name))
         files = ", ".join(p.name for p in site.files)
-        out.print(f"wrote {_show(site.directory, Path.cwd())}/ ({files})")
+        _say(f"wrote {_show(site.directory, Path.cwd())}/ ({files})")
         if site.basic_auth is not None:
             auth = site.basic_auth
             state = "new password" if auth.created else "existing password"
-            out.print(
+            _say(
                 f"basic auth for {name}: user {auth.user!r}, {state} stored in "
                 f"{_show(auth.password_file, Path.cwd())} (mode 0600)"
             )
         if opts.tls:
-            out.print(f"certificate expected at {opts.cert} and {opts.key}; install the directory as {opts.include_dir}")
+            _say(f"certificate expected at {opts.cert} and {opts.key}; install the directory as {opts.include_dir}")

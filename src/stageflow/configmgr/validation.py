@@ -158,7 +158,7 @@ def _type_problem(key: str, value: str) -> str | None:
 
 
 def _file_checks(report: ValidationReport, root: Path, env: str, state: EnvFileState, prod: bool) -> None:
-    path, name = state.path, display_path(state.path)
+    path, name = state.path, _shown(root, state.path)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         report.add(
@@ -200,8 +200,8 @@ def _key_checks(
     required: list[str],
     rendered: Rendered | None,
     compose: bool,
+    name: str,
 ) -> None:
-    name = display_path(state.path)
     gen = f"stageflow config generate {env}"
     template_secrets = rendered.secrets if rendered else {}
     derived = rendered.derived if rendered else {}
@@ -247,9 +247,6 @@ def _production_checks(
     report: ValidationReport, environment: Environment, values: Mapping[str, str], name: str
 ) -> None:
     parts = urlsplit(environment.url)
-    if parts.scheme != "https":
-        report.error("environments.production.url", f"is {environment.url}: production must be served over https",
-                     "use an https:// URL in stageflow.yml")
     if _truthy(values.get("DEBUG")):
         report.error("DEBUG", "is on in production (it leaks settings and tracebacks)", f"set DEBUG=0 in {name}")
     hosts = [h.strip() for h in values.get("ALLOWED_HOSTS", "").split(",") if h.strip()]
@@ -389,6 +386,13 @@ def _django_checks(
                          "fix the variable it names, then run stageflow config validate again")
 
 
+def _shown(root: Path, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return display_path(path)
+
+
 def validate_environment(
     root: Path,
     env: str,
@@ -409,7 +413,7 @@ def validate_environment(
     environment = config.environments[name]
     path = env_file_path(root, config, name)
     report = ValidationReport(env=name, env_file=path)
-    shown = display_path(path)
+    shown = _shown(root, path)
     prod = name == "production"
 
     report.checks.append("file")
@@ -443,24 +447,28 @@ def validate_environment(
 
     report.checks.append("keys")
     required = list(dict.fromkeys([*(rendered.keys if rendered else []), *environment.required]))
-    _key_checks(report, name, state, values, required, rendered, environment.runtime == "compose")
+    _key_checks(report, name, state, values, required, rendered, environment.runtime == "compose", shown)
 
     if prod:
         report.checks.append("production")
-        _production_checks(report, environment, values, shown)
-    secret_keys = rendered.secret_keys if rendered else set()
-    if state.exists:
-        _shared_checks(report, root, config, name, values, secret_keys, environ)
-
+        if urlsplit(environment.url).scheme != "https":
+            report.error("environments.production.url", f"is {environment.url}: production must be served over https",
+                         "use an https:// URL in stageflow.yml")
     _database_password_checks(report, config, name)
-
     report.checks.append("ports")
     _port_checks(report, config, name)
+    if not state.exists:
+        # Without the file (missing or unreadable) every value rule would only repeat that one error.
+        return report
+
+    if prod:
+        _production_checks(report, environment, values, shown)
+    _shared_checks(report, root, config, name, values, rendered.secret_keys if rendered else set(), environ)
 
     report.checks.append("tls")
     for f in check_tls(root, values, urlsplit(environment.url).hostname, now=now):
         report.add(f.level, f.key, f.message, f.fix)
 
-    if prod and run_django_check and (root / "manage.py").is_file() and state.exists:
+    if prod and run_django_check and (root / "manage.py").is_file():
         _django_checks(report, root, name, environ, runner)
     return report

@@ -326,6 +326,10 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
     new_port = rt.app_port(new_color)
     nginx = rt.nginx_binary
     old_alive = bool(old_color and rt.processes(old_color))
+    if nginx and old_alive and state.port and rt.nginx_running() and rt.proxied_port() != state.port:
+        # A deploy killed between cutover and record left traffic on a release we just swept.
+        rt.point_proxy(state.port)
+        j.note("repair", "warn", f"proxy pointed at port {rt.proxied_port()} again ({old_release})")
     built_here = False
 
     with j.step("preflight") as s:

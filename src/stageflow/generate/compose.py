@@ -200,7 +200,7 @@ def build_compose(
     dev = is_dev(config, env)
     overrides = image_overrides(config, env)
     env_file = _rel(root / (environment.env_file or f".env.{env}"), out_dir)
-    web_name, web = config.web_service
+    web_name, _ = config.web_service
     db = config.database_for(env)
     fill = {"env": env, "project": config.project}
     cache = config.cache if config.cache is not None and config.cache.engine == "redis" else None

@@ -21,7 +21,6 @@ that key exists, from ``STAGEFLOW_PROXY_<FIELD>`` entries of the environment's `
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 import os
@@ -72,8 +71,7 @@ DEFAULT_CSP = (
     "object-src 'none'; img-src 'self' data:"
 )
 DEFAULT_PERMISSIONS_POLICY = (
-    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
-    "microphone=(), payment=(), usb=()"
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
 )
 # nginx 1.25.1 replaced `listen ... http2` with the `http2` directive; older versions reject it.
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
@@ -204,7 +202,9 @@ def proxy_settings(config: ProjectConfig, env: str) -> ProxySettings:
         raise ConfigError(f"{where}: {key}: {err['msg']}", hint="see the README for the proxy settings") from None
 
 
-_HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOST_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _FS_PATH_RE = re.compile(r"^/[A-Za-z0-9_./@%+=:,~-]*$")
 _URL_PATH_RE = re.compile(r"^/([A-Za-z0-9_.~@%+=:,-]+/)*$")
 _SIZE_RE = re.compile(r"^\d+[kKmMgG]?$")
@@ -220,7 +220,9 @@ def _address(value: str, where: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
-        raise _bad(where, f"{value!r} is not an IP address or CIDR range", "use e.g. 203.0.113.7 or 10.0.0.0/8") from None
+        raise _bad(
+            where, f"{value!r} is not an IP address or CIDR range", "use e.g. 203.0.113.7 or 10.0.0.0/8"
+        ) from None
 
 
 def _fs_path(value: str, where: str) -> str:
@@ -232,7 +234,9 @@ def _fs_path(value: str, where: str) -> str:
 def _url_prefix(value: str, where: str) -> str:
     # A trailing slash is required: `location /static` + `alias .../` would allow /static../ traversal.
     if not _URL_PATH_RE.match(value) or value == "/" or ".." in value:
-        raise _bad(where, f"{value!r} is not a URL path prefix", "use a path starting and ending with '/', e.g. /static/")
+        raise _bad(
+            where, f"{value!r} is not a URL path prefix", "use a path starting and ending with '/', e.g. /static/"
+        )
     return value
 
 
@@ -291,7 +295,9 @@ def site_options(
         raise _bad(f"{where}.client_max_body_size", f"{s.client_max_body_size!r} is not a size", "use e.g. 10m")
     user = s.basic_auth_user or config.project
     if not _USER_RE.match(user):
-        raise _bad(f"{where}.basic_auth_user", f"{user!r} is not a valid user name", "use letters, digits, '.', '_', '-'")
+        raise _bad(
+            f"{where}.basic_auth_user", f"{user!r} is not a valid user name", "use letters, digits, '.', '_', '-'"
+        )
     if s.admin_allow is not None:
         admin_allow = tuple(_address(a, f"{where}.admin_allow") for a in s.admin_allow)
     else:

@@ -157,6 +157,18 @@ http {{
 }}
 """
 
+    def proxied_port(self) -> int | None:
+        """The port the upstream file currently points at, or None."""
+        up = self.nginx_dir / upstream_filename(self.env)
+        try:
+            for line in up.read_text().splitlines():
+                line = line.strip()
+                if line.startswith("server "):
+                    return int(line.split()[1].rsplit(":", 1)[1].rstrip(";"))
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        return None
+
     def nginx_running(self) -> bool:
         """True when this environment's nginx master is alive."""
         return _pid_from_file(self.nginx_dir / "nginx.pid") is not None
