@@ -135,7 +135,8 @@ def test_backup_before_every_deploy_and_sqlite_round_trip(practika: App) -> None
     backup_step = next(s for s in dep["steps"] if s["name"] == "backup")
     assert backup_step["outcome"] == "ok" and "sha256" in backup_step["detail"]
     listed = json.loads(practika.sf("backup", "list", "dev", "--json").stdout)
-    assert len(listed) == 1 and (practika.root / ".stageflow/backups/dev" / listed[0]["file"]).stat().st_mode & 0o777 == 0o600
+    assert len(listed) == 1
+    assert (practika.root / ".stageflow/backups/dev" / listed[0]["file"]).stat().st_mode & 0o777 == 0o600
     con.execute("DELETE FROM notes_note")
     con.commit()
     assert "OK" in practika.sf("backup", "verify", "dev").stdout

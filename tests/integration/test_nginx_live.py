@@ -308,3 +308,19 @@ def test_staging_over_plain_http_as_its_url_says(harness: Harness) -> None:
         assert anonymous.status_code == 401
         assert_security_headers(anonymous, tls=False)
         assert "strict-transport-security" not in anonymous.headers
+
+
+def test_compose_form_passes_gixy(gixy: str, tmp_path: Path) -> None:
+    # The file `stageflow config nginx production` writes for the compose runtime (upstream by
+    # service name, container paths) cannot be started here, but gixy can still audit it.
+    from stageflow.generate.nginx import default_upstream_servers
+
+    root = write_practika_project(tmp_path / "app")
+    config = load_project(root)
+    out = tmp_path / "nginx" / "production"
+    opts = dataclasses.replace(site_options(config, "production", root=root), include_dir=str(out))
+    write_site(root, opts, out, default_upstream_servers(config, "production"))
+    main = tmp_path / "nginx.conf"
+    main.write_text(f"events {{}}\nhttp {{\n    include {out / site_filename('practika', 'production')};\n}}\n")
+    report = subprocess.run([gixy, str(main)], capture_output=True, text=True, timeout=60, check=False)
+    assert report.returncode == 0 and "No issues found" in report.stdout, report.stdout

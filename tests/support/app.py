@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -184,15 +185,11 @@ def teardown_app(app: App) -> None:
         subprocess.run([str(STAGEFLOW), "down", env], cwd=app.root, capture_output=True, timeout=60,
                        stdin=subprocess.DEVNULL, check=False)
     for p in app.instance_processes():
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     for pid_file in (app.root / ".stageflow" / "nginx").glob("*/nginx.pid"):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.kill(int(pid_file.read_text()), 9)
-        except (OSError, ValueError):
-            pass
 
 
 @pytest.fixture

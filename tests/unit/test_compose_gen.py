@@ -126,18 +126,22 @@ def test_dev_profile_mounts_source_and_reloads(project: tuple[Path, ProjectConfi
     assert "nginx" not in services
 
 
+def write_project(root: Path, data: dict[str, Any]) -> Path:
+    """A Practika-shaped project (env files included) whose ``stageflow.yml`` is ``data``."""
+    write_practika_project(root)
+    (root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
+
+
 def test_image_overrides_per_environment(tmp_path: Path) -> None:
-    root = write_practika_project(
-        tmp_path,
-        env_variables={
-            "staging": {
-                "STAGEFLOW_IMAGE_DB": "local/postgres:test",
-                "STAGEFLOW_IMAGE_REDIS": "local/redis:test",
-                "STAGEFLOW_IMAGE_NGINX": "local/nginx:test",
-                "STAGEFLOW_IMAGE_BASE": "local/python:test",
-            }
-        },
-    )
+    data: dict[str, Any] = copy.deepcopy(PRACTIKA)
+    data["environments"]["staging"]["images"] = {
+        "db": "local/postgres:test",
+        "redis": "local/redis:test",
+        "nginx": "local/nginx:test",
+        "base": "local/python:test",
+    }
+    root = write_project(tmp_path, data)
     config = load_project(root)
     services = build_compose(config, "staging", root=root)["services"]
     assert services["db"]["image"] == "local/postgres:test"
@@ -146,6 +150,26 @@ def test_image_overrides_per_environment(tmp_path: Path) -> None:
     assert services["backend"]["build"]["args"]["BASE_IMAGE"] == "local/python:test"
     # Other environments keep the official images.
     assert build_compose(config, "production", root=root)["services"]["db"]["image"] == "postgres:16"
+
+
+def test_hot_reload_overrides_the_environment_name(tmp_path: Path) -> None:
+    data: dict[str, Any] = copy.deepcopy(PRACTIKA)
+    data["environments"]["staging"]["hot_reload"] = True
+    data["environments"]["dev"]["hot_reload"] = False
+    root = write_project(tmp_path, data)
+    config = load_project(root)
+    staging = build_compose(config, "staging", root=root)["services"]
+    assert staging["backend"]["volumes"][0] == ".:/app" and "nginx" not in staging
+    dev = build_compose(config, "dev", root=root)["services"]
+    assert not dev["backend"]["volumes"][0].startswith(".:") and "nginx" in dev
+
+
+def test_custom_service_healthcheck(tmp_path: Path) -> None:
+    data: dict[str, Any] = copy.deepcopy(PRACTIKA)
+    data["services"]["worker"]["healthcheck"] = "test -f /tmp/worker-alive"
+    root = write_project(tmp_path, data)
+    worker = build_compose(load_project(root), "production", root=root)["services"]["worker"]
+    assert worker["healthcheck"]["test"] == ["CMD-SHELL", "test -f /tmp/worker-alive"]
 
 
 def test_dollar_signs_are_escaped_for_compose(tmp_path: Path) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from stageflow.config.loader import load_project
@@ -32,7 +35,16 @@ from stageflow.generate.nginx import (
     write_site,
 )
 from stageflow.generate.upstream import render_upstream
-from tests.support.compose import write_practika_project
+from tests.support.compose import PRACTIKA, write_practika_project
+
+
+def write_with_proxy(root: Path, env: str, proxy: dict[str, Any]) -> Path:
+    """The Practika project with ``environments.<env>.proxy`` set to ``proxy``."""
+    data: dict[str, Any] = copy.deepcopy(PRACTIKA)
+    data["environments"][env]["proxy"] = proxy
+    write_practika_project(root)
+    (root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return root
 
 
 @pytest.fixture
@@ -83,19 +95,18 @@ def test_staging_defaults_follow_its_http_url(project: tuple[Path, ProjectConfig
     assert opts.admin_allow == ()
 
 
-def test_settings_from_environment_variables(tmp_path: Path) -> None:
-    root = write_practika_project(
+def test_settings_from_the_proxy_section(tmp_path: Path) -> None:
+    root = write_with_proxy(
         tmp_path,
-        env_variables={
-            "staging": {
-                "STAGEFLOW_PROXY_DOMAIN": "staging.example.com",
-                "STAGEFLOW_PROXY_TLS": "on",
-                "STAGEFLOW_PROXY_ALLOW": "10.0.0.0/8, 203.0.113.7",
-                "STAGEFLOW_PROXY_ADMIN_ALLOW": "192.0.2.1",
-                "STAGEFLOW_PROXY_BASIC_AUTH": "false",
-                "STAGEFLOW_PROXY_CHAIN": "/etc/ssl/stageflow/staging/chain.pem",
-                "STAGEFLOW_PROXY_CLIENT_MAX_BODY_SIZE": "50m",
-            }
+        "staging",
+        {
+            "domain": "staging.example.com",
+            "tls": True,
+            "allow": ["10.0.0.0/8", "203.0.113.7"],
+            "admin_allow": ["192.0.2.1"],
+            "basic_auth": False,
+            "chain": "/etc/ssl/stageflow/staging/chain.pem",
+            "client_max_body_size": "50m",
         },
     )
     opts = site_options(load_project(root), "staging", root=root)
@@ -109,31 +120,30 @@ def test_settings_from_environment_variables(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "key"),
+    ("key", "value"),
     [
-        ("STAGEFLOW_PROXY_DOMAIN", "bad domain;", "domain"),
-        ("STAGEFLOW_PROXY_ALLOW", "10.0.0.300", "allow"),
-        ("STAGEFLOW_PROXY_STATIC_ROOT", "/srv/../etc", "static_root"),
-        ("STAGEFLOW_PROXY_STATIC_URL", "/static", "static_url"),
-        ("STAGEFLOW_PROXY_CSP", "default-src 'self' 'unsafe-inline'", "csp"),
-        ("STAGEFLOW_PROXY_CSP", 'default-src "self"', "csp"),
-        ("STAGEFLOW_PROXY_CLIENT_MAX_BODY_SIZE", "10 m", "client_max_body_size"),
-        ("STAGEFLOW_PROXY_CERT", "relative/cert.pem", "cert"),
-        ("STAGEFLOW_PROXY_BASIC_AUTH_USER", "a:b", "basic_auth_user"),
+        ("domain", "bad domain;"),
+        ("allow", ["10.0.0.300"]),
+        ("static_root", "/srv/../etc"),
+        ("static_url", "/static"),
+        ("csp", "default-src 'self' 'unsafe-inline'"),
+        ("csp", 'default-src "self"'),
+        ("client_max_body_size", "10 m"),
+        ("cert", "relative/cert.pem"),
+        ("basic_auth_user", "a:b"),
     ],
 )
-def test_unsafe_values_are_config_errors(tmp_path: Path, variable: str, value: str, key: str) -> None:
-    root = write_practika_project(tmp_path, env_variables={"production": {variable: value}})
+def test_unsafe_values_are_config_errors(tmp_path: Path, key: str, value: object) -> None:
+    root = write_with_proxy(tmp_path, "production", {key: value})
     with pytest.raises(ConfigError) as info:
         site_options(load_project(root), "production", root=root)
     assert f"environments.production.proxy.{key}" in str(info.value)
 
 
-def test_unknown_setting_is_reported(project: tuple[Path, ProjectConfig]) -> None:
-    from stageflow.generate.nginx import ProxySettings
-
-    with pytest.raises(ValueError, match="extra"):
-        ProxySettings.model_validate({"domian": "x"})
+def test_unknown_setting_is_reported(tmp_path: Path) -> None:
+    root = write_with_proxy(tmp_path, "production", {"domian": "x"})
+    with pytest.raises(ConfigError, match=r"environments\.production\.proxy\.domian: unknown key"):
+        load_project(root)
 
 
 # ---------------------------------------------------------------- rendered text

@@ -34,13 +34,32 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
+_yaml_cache: dict[tuple[Path, int], dict[str, Any]] = {}
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    import copy
+
+    try:
+        key = (path.resolve(), path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        key = (path, -1)
+    if key in _yaml_cache:
+        # Callers interpolate in place of a copy; the cache must stay pristine.
+        return copy.deepcopy(_yaml_cache[key])
+    data = _parse_yaml(path)
+    _yaml_cache[key] = copy.deepcopy(data)
+    return data
+
+
+def _parse_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found", hint="run from the app's root, or pass --root DIR") from exc
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader when present: the pure-Python one dominates `status` otherwise.
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""

@@ -55,6 +55,7 @@ class Service(Strict):
     release: str | None = None
     health: HealthCheck | None = None
     replicas: int = Field(1, ge=1, le=50)
+    healthcheck: str | None = None
 
     @model_validator(mode="after")
     def _web_needs_health(self) -> Service:
@@ -91,6 +92,43 @@ class Nginx(Strict):
     binary: str = "nginx"
 
 
+DEFAULT_CSP = (
+    "default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "object-src 'none'; img-src 'self' data:"
+)
+DEFAULT_PERMISSIONS_POLICY = (
+    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
+)
+
+class Proxy(Strict):
+    """Per-environment reverse-proxy settings (proposed ``environments.<env>.proxy``).
+
+    ``None`` means "derive from the environment": the domain from ``url``, TLS from its scheme,
+    basic auth on for ``staging``, the admin allowlist loopback-only for ``production``.
+    """
+
+    domain: str | None = None
+    tls: bool | None = None
+    cert: str | None = None
+    key: str | None = None
+    chain: str | None = None
+    resolvers: list[str] | None = None
+    allow: list[str] = Field(default_factory=list)
+    basic_auth: bool | None = None
+    basic_auth_user: str | None = None
+    admin_paths: list[str] = Field(default_factory=lambda: ["/admin/"])
+    admin_allow: list[str] | None = None
+    login_paths: list[str] = Field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
+    api_paths: list[str] = Field(default_factory=lambda: ["/api/"])
+    client_max_body_size: str = "10m"
+    static_url: str = "/static/"
+    static_root: str | None = None
+    media_url: str = "/media/"
+    media_root: str | None = None
+    csp: str = DEFAULT_CSP
+    permissions_policy: str = DEFAULT_PERMISSIONS_POLICY
+
+
 class Environment(Strict):
     """One deployment target (dev, staging, production...)."""
 
@@ -110,6 +148,9 @@ class Environment(Strict):
     watch: Duration = 3.0
     drain: Duration = 10.0
     skip_checks: list[str] = Field(default_factory=list)
+    proxy: Proxy | None = None
+    images: dict[str, str] = Field(default_factory=dict)
+    hot_reload: bool | None = None
 
     @field_validator("url")
     @classmethod

@@ -24,25 +24,46 @@ class Prober(Protocol):
 
 
 def http_probe(url: str, expect: int, timeout: float) -> Probe:
-    """GET ``url``: ok on status ``expect``; otherwise timeout, refused, or status + body excerpt."""
-    import httpx
+    """GET ``url``: ok on status ``expect``; otherwise timeout, refused, or status + body excerpt.
 
+    Uses the standard library: a probe is one GET, and httpx's import and TLS set-up would be most
+    of the cost of ``stageflow status``.
+    """
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
     start = time.monotonic()
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        import ssl
+
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
+                                           context=ssl.create_default_context())
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
     try:
-        r = httpx.get(url, timeout=timeout, follow_redirects=False, headers={"User-Agent": "stageflow-health"})
-    except httpx.TimeoutException:
+        conn.request("GET", path, headers={"User-Agent": "stageflow-health", "Connection": "close"})
+        resp = conn.getresponse()
+        body = resp.read(4096).decode("utf-8", "replace")
+        status = resp.status
+    except (TimeoutError, socket.timeout):
         return Probe(False, f"timeout after {timeout:.1f}s", time.monotonic() - start)
-    except httpx.ConnectError as exc:
-        text = str(exc).lower()
-        reason = "connection refused" if "refused" in text else f"cannot connect: {exc}"
-        return Probe(False, reason, time.monotonic() - start)
-    except httpx.HTTPError as exc:
-        return Probe(False, f"HTTP error: {exc}", time.monotonic() - start)
+    except ConnectionRefusedError:
+        return Probe(False, "connection refused", time.monotonic() - start)
+    except (OSError, http.client.HTTPException) as exc:
+        return Probe(False, f"cannot connect: {exc}", time.monotonic() - start)
+    finally:
+        conn.close()
     took = time.monotonic() - start
-    if r.status_code == expect:
-        return Probe(True, f"HTTP {r.status_code} in {took * 1000:.0f}ms", took)
-    body = " ".join(r.text.split())[:160]
-    return Probe(False, f"HTTP {r.status_code} (expected {expect}): {body}", took)
+    if status == expect:
+        return Probe(True, f"HTTP {status} in {took * 1000:.0f}ms", took)
+    excerpt = " ".join(body.split())[:160]
+    return Probe(False, f"HTTP {status} (expected {expect}): {excerpt}", took)
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,21 @@ Shape (Practika: web service ``backend`` on port 8000, ``worker``, PostgreSQL, R
 
 * ``backend`` – built from ``services.backend.build`` with ``args: {BASE_IMAGE: ...}``; HTTP
   healthcheck with Python's urllib against the health path; replicas from the environment.
-* other services (``worker``) – same hardening, liveness healthcheck.
+* other services (``worker``) – same hardening; ``services.<name>.healthcheck`` (a shell command)
+  as healthcheck, else a liveness check of the service's process.
 * ``db`` (``database.engine: postgres``), ``redis`` (``cache.engine: redis``) – official images,
   only on the ``internal`` network (``internal: true``), never a published port.
 * ``nginx`` – the generated reverse proxy (``stageflow config nginx``), the only published ports;
-  left out in the dev environment, where the web service is published on loopback instead.
+  left out in the dev profile, where the web service is published on loopback instead.
+
+``environments.<env>.images`` overrides images per environment (keys: a service name, ``base``,
+``db``, ``redis``, ``nginx``).
 
 Every service: healthcheck, ``depends_on`` with ``condition: service_healthy``, restart policy,
 ``deploy.resources.limits``, json-file log rotation, ``no-new-privileges``, ``cap_drop: [ALL]`` plus
 the few capabilities an image's entrypoint needs, ``read_only`` root with tmpfs for scratch paths,
-and for the app a non-root user. The dev environment adds a source bind mount and hot reload.
+and for the app a non-root user. The dev profile (``environments.<env>.hot_reload``, on by default
+for an environment named dev, development or local) adds a source bind mount and hot reload.
 """
 
 from __future__ import annotations
@@ -71,25 +76,20 @@ def compose_filename(config: ProjectConfig, env: str) -> str:
 
 
 def image_overrides(config: ProjectConfig, env: str) -> dict[str, str]:
-    """Per-environment images: ``environments.<env>.images`` or ``STAGEFLOW_IMAGE_<KEY>`` variables.
+    """Per-environment images: ``environments.<env>.images``.
 
     Keys: a service name, ``base`` (the ``BASE_IMAGE`` build argument), ``db``, ``redis``, ``nginx``.
     """
-    environment = config.environments[env]
-    images = getattr(environment, "images", None)
-    if isinstance(images, Mapping):
-        return {str(k): str(v) for k, v in images.items()}
-    out: dict[str, str] = {}
-    for name, value in environment.variables.items():
-        if name.startswith("STAGEFLOW_IMAGE_") and value.strip():
-            out[name.removeprefix("STAGEFLOW_IMAGE_").lower().replace("_", "-")] = value.strip()
-    return out
+    return dict(config.environments[env].images)
 
 
 def is_dev(config: ProjectConfig, env: str) -> bool:
-    """Whether ``env`` gets the dev profile (source bind mount, hot reload, no proxy)."""
-    flag = getattr(config.environments[env], "hot_reload", None)
-    return bool(flag) if flag is not None else env in DEV_ENV_NAMES
+    """Whether ``env`` gets the dev profile (source bind mount, hot reload, no proxy).
+
+    ``environments.<env>.hot_reload`` decides; unset, the environments named dev/development/local get it.
+    """
+    flag = config.environments[env].hot_reload
+    return flag if flag is not None else env in DEV_ENV_NAMES
 
 
 def _seconds(value: float) -> str:
@@ -146,9 +146,8 @@ def _web_healthcheck(service: Service) -> dict[str, Any]:
 
 
 def _service_healthcheck(service: Service) -> dict[str, Any]:
-    custom = getattr(service, "healthcheck", None)
-    if isinstance(custom, str) and custom.strip():
-        test: list[str] = ["CMD-SHELL", custom]
+    if service.healthcheck and service.healthcheck.strip():
+        test: list[str] = ["CMD-SHELL", service.healthcheck]
     else:
         # No port to probe: healthy while PID 1 (the service's own process) is neither a zombie nor
         # stopped. Set services.<name>.healthcheck for a real check (e.g. a heartbeat file).

@@ -13,10 +13,11 @@ meant to be installed as ``include_dir`` (``/etc/nginx/stageflow/<env>`` by defa
 * ``htpasswd`` – when basic auth is on (staging by default); the generated password itself is kept
   in ``.stageflow/secrets/`` (mode 0600) and never printed.
 
-Settings come from ``environments.<env>.proxy`` (proposed model: :class:`ProxySettings`) or, until
-that key exists, from ``STAGEFLOW_PROXY_<FIELD>`` entries of the environment's ``variables``.
-:func:`site_options` resolves them into a :class:`SiteOptions`; tests replace ports and paths in it
-(``dataclasses.replace``) so they exercise the very template output that production gets.
+Settings come from ``environments.<env>.proxy`` (:class:`stageflow.config.models.Proxy`, every
+field optional). :func:`site_options` checks that each value is safe to put into nginx's syntax
+(a :class:`ConfigError` names ``environments.<env>.proxy.<field>`` otherwise) and resolves them into
+a :class:`SiteOptions`; tests replace ports and paths in it (``dataclasses.replace``) so they
+exercise the very template output that production gets.
 """
 
 from __future__ import annotations
@@ -26,15 +27,13 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from stageflow.config.models import ProjectConfig
+from stageflow.config.models import DEFAULT_CSP, DEFAULT_PERMISSIONS_POLICY, ProjectConfig, Proxy
 from stageflow.errors import ConfigError, OperationError
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
 
@@ -66,46 +65,8 @@ MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
         "DHE-RSA-CHACHA20-POLY1305",
     ]
 )
-DEFAULT_CSP = (
-    "default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; "
-    "object-src 'none'; img-src 'self' data:"
-)
-DEFAULT_PERMISSIONS_POLICY = (
-    "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
-)
 # nginx 1.25.1 replaced `listen ... http2` with the `http2` directive; older versions reject it.
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
-
-
-class ProxySettings(BaseModel):
-    """Per-environment reverse-proxy settings (proposed ``environments.<env>.proxy``).
-
-    ``None`` means "derive from the environment": the domain from ``url``, TLS from its scheme,
-    basic auth on for ``staging``, the admin allowlist loopback-only for ``production``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    domain: str | None = None
-    tls: bool | None = None
-    cert: str | None = None
-    key: str | None = None
-    chain: str | None = None
-    resolvers: list[str] | None = None
-    allow: list[str] = Field(default_factory=list)
-    basic_auth: bool | None = None
-    basic_auth_user: str | None = None
-    admin_paths: list[str] = Field(default_factory=lambda: ["/admin/"])
-    admin_allow: list[str] | None = None
-    login_paths: list[str] = Field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
-    api_paths: list[str] = Field(default_factory=lambda: ["/api/"])
-    client_max_body_size: str = "10m"
-    static_url: str = "/static/"
-    static_root: str | None = None
-    media_url: str = "/media/"
-    media_root: str | None = None
-    csp: str = DEFAULT_CSP
-    permissions_policy: str = DEFAULT_PERMISSIONS_POLICY
 
 
 @dataclass(frozen=True)
@@ -165,41 +126,6 @@ class SiteOptions:
 def site_filename(project: str, env: str) -> str:
     """File name of the site config for ``env``."""
     return f"{project}-{env}.conf"
-
-
-def _settings_from_variables(variables: Mapping[str, str]) -> dict[str, Any]:
-    """Read ``STAGEFLOW_PROXY_<FIELD>`` variables (stop-gap until ``proxy:`` exists in the model)."""
-    out: dict[str, Any] = {}
-    for name, info in ProxySettings.model_fields.items():
-        raw = variables.get(f"STAGEFLOW_PROXY_{name.upper()}")
-        if raw is None:
-            continue
-        value = raw.strip()
-        if "list" in str(info.annotation):
-            out[name] = [v for v in re.split(r"[,\s]+", value) if v]
-        elif "bool" in str(info.annotation):
-            out[name] = value.lower() in ("1", "true", "yes", "on")
-        else:
-            out[name] = value or None
-    return out
-
-
-def proxy_settings(config: ProjectConfig, env: str) -> ProxySettings:
-    """The proxy settings of ``env``: its ``proxy:`` section, else its ``STAGEFLOW_PROXY_*`` variables."""
-    environment = config.environments[env]
-    section = getattr(environment, "proxy", None)
-    if section is not None:
-        data: dict[str, Any] = section.model_dump(exclude_unset=True) if hasattr(section, "model_dump") else {}
-        where = f"environments.{env}.proxy"
-    else:
-        data = _settings_from_variables(environment.variables)
-        where = f"environments.{env}.variables.STAGEFLOW_PROXY_*"
-    try:
-        return ProxySettings.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{where}: {key}: {err['msg']}", hint="see the README for the proxy settings") from None
 
 
 _HOST_RE = re.compile(
@@ -272,7 +198,7 @@ def site_options(
     Raises :class:`ConfigError` naming the setting when a value is unsafe to put into nginx's syntax.
     """
     environment = config.environments[env]
-    s = proxy_settings(config, env)
+    s = environment.proxy or Proxy()
     where = f"environments.{env}.proxy"
     url = urlsplit(environment.url)
     domain = s.domain or url.hostname or "localhost"

@@ -190,33 +190,30 @@ http {{
                 _atomic_write(up, old_up)
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
         if self.nginx_running():
+            old_workers = self._nginx_workers()
             self.runner.run(nginx_cmd.signal(binary, self.nginx_dir, conf, "reload"), check=True, what="nginx reload")
-            self._wait_reloaded()
+            self._wait_reloaded(old_workers)
         else:
             self.runner.run(nginx_cmd.start(binary, self.nginx_dir, conf), check=True, what="nginx start")
 
-    def _wait_reloaded(self, timeout: float = 5.0) -> None:
-        # A reload returns before the new workers serve; wait until the old generation is gone so
-        # the next step (stopping the old release) cannot race requests still routed to it.
+    def _nginx_workers(self) -> set[int]:
         import psutil
 
         pid = _pid_from_file(self.nginx_dir / "nginx.pid")
-        if pid is None:
-            return
         try:
-            master = psutil.Process(pid)
-            before = {p.pid for p in master.children()}
+            return {p.pid for p in psutil.Process(pid).children()} if pid else set()
         except psutil.NoSuchProcess:
-            return
+            return set()
+
+    def _wait_reloaded(self, old_workers: set[int], timeout: float = 10.0) -> None:
+        # A reload returns before the new workers serve; wait until the old generation has finished
+        # its requests and exited, so stopping the old release cannot race requests routed to it.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                now = {p.pid for p in master.children()}
-            except psutil.NoSuchProcess:
+            now = self._nginx_workers()
+            if now and not (now & old_workers):
                 return
-            if now and not (now & before):
-                return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     def stop_proxy(self) -> None:
         """Stop this environment's nginx (``down``)."""

@@ -1,0 +1,71 @@
+"""Benchmark: stageflow's own overhead per deploy, and CLI start-up next to `python -c pass`.
+
+Run: .venv/bin/python bench/bench_overhead.py   (needs nginx; builds a scratch Practika app)
+
+Overhead = wall time of `stageflow deploy dev` minus the time spent waiting on the app (release
+command, health gate, watch period, draining the old release) and on pg_dump. Targets: overhead
+under 1 s, start-up under 300 ms. Every figure is measured side by side in this one run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support.app import STAGEFLOW, make_app, teardown_app  # noqa: E402
+
+WAITING = {"migrate", "health", "watch", "stop-old"}
+
+
+def timed(argv: list[str], cwd: Path, runs: int) -> float:
+    """Median wall seconds of ``argv`` over ``runs`` runs."""
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, capture_output=True, check=True)
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    """Deploy a scratch app a few times and print the figures."""
+    with tempfile.TemporaryDirectory(prefix="stageflow-bench-") as tmp:
+        app = make_app(Path(tmp))
+        try:
+            app.sf("deploy", "dev")  # warms the virtualenv: pip is not ours to measure
+            overheads, walls = [], []
+            for i in range(3):
+                app.touch_commit(f"bench {i}")
+                t = time.perf_counter()
+                app.sf("deploy", "dev")
+                wall = time.perf_counter() - t
+                dep = json.loads(app.sf("history", "dev", "--json", "--limit", "1").stdout)[0]
+                waiting = sum(s["seconds"] or 0 for s in dep["steps"] if s["name"] in WAITING)
+                if dep["steps"] and any(s["name"] == "backup" and "sql" in s["detail"] for s in dep["steps"]):
+                    waiting += next(s["seconds"] for s in dep["steps"] if s["name"] == "backup")
+                walls.append(wall)
+                overheads.append(wall - waiting)
+            base = timed([sys.executable, "-c", "pass"], app.root, 10)
+            help_t = timed([str(STAGEFLOW), "--help"], app.root, 10)
+            status_t = timed([str(STAGEFLOW), "status"], app.root, 10)
+        finally:
+            teardown_app(app)
+    ov = statistics.median(overheads)
+    print(f"deploy wall time (median of 3)      {statistics.median(walls):7.3f} s")
+    print(f"stageflow overhead per deploy       {ov:7.3f} s   target < 1 s   {'OK' if ov < 1 else 'MISSED'}")
+    print(f"python -c pass                      {base * 1000:7.1f} ms  (1.00x)")
+    for name, t in (("stageflow --help", help_t), ("stageflow status", status_t)):
+        ok = "OK" if t < 0.3 else "MISSED"
+        print(f"{name:<36}{t * 1000:7.1f} ms  ({t / base:.2f}x python -c pass)   target < 300 ms   {ok}")
+
+
+if __name__ == "__main__":
+    main()
