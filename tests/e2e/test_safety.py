@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import sqlite3
 import threading
 import time
@@ -23,6 +24,7 @@ class Load:
     """Keeps requests flowing to one port until stopped; bounded in count and time."""
 
     port: int
+    context: ssl.SSLContext | None = None
     max_requests: int = 20000
     max_seconds: float = 120.0
     ok: int = 0
@@ -35,7 +37,11 @@ class Load:
             if time.monotonic() - start > self.max_seconds:
                 break
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn: http.client.HTTPConnection
+                if self.context is not None:
+                    conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
+                else:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
                 conn.request("GET", "/health/")
                 resp = conn.getresponse()
                 resp.read()
@@ -62,7 +68,7 @@ class Load:
 def test_zero_failed_requests_during_good_and_broken_deploys(practika: App) -> None:
     practika.sf("deploy", "production")
     practika.touch_commit("v2")
-    with Load(practika.ports["production"]) as load:
+    with Load(practika.ports["production"], practika.ssl_context()) as load:
         time.sleep(0.5)
         practika.sf("deploy", "production")
         time.sleep(0.5)
@@ -70,7 +76,7 @@ def test_zero_failed_requests_during_good_and_broken_deploys(practika: App) -> N
     assert load.ok > 50
     v2 = practika.status()["production"]["release"]
     practika.break_health()
-    with Load(practika.ports["production"]) as load:
+    with Load(practika.ports["production"], practika.ssl_context()) as load:
         time.sleep(0.5)
         failed = practika.sf("deploy", "production", check=False)
         time.sleep(0.5)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stageflow.config.envfile import read_env_file, write_env_file
 from tests.support.app import EXAMPLE, STAGEFLOW, App, git, make_app
 
 
@@ -118,7 +119,9 @@ def test_missing_interpolated_variable_and_shell_override(app: App) -> None:
 
 
 def test_placeholder_secret_fails_preflight_before_any_change(app: App) -> None:
-    (app.root / ".env.dev").write_text('SECRET_KEY="changeme"\n')
+    values = read_env_file(app.root / ".env.dev")
+    values["SECRET_KEY"] = "changeme"
+    write_env_file(app.root / ".env.dev", values)
     proc = run(app.root, "deploy", "dev")
     one_clear_line(proc, 1, "pre-flight failed", "config", "placeholder")
     assert "changeme" not in proc.stdout + proc.stderr

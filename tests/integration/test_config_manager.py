@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -73,25 +74,76 @@ def app(tmp_path: Path) -> Path:
 
 
 class Cli:
-    """Runs the installed ``stageflow`` in the app root and keeps every output for leak checks."""
+    """Runs stageflow in the app root and keeps every output (and raw error text) for leak checks.
+
+    By default in-process through Typer's CliRunner on the real ``stageflow.cli.main.app`` (a
+    subprocess costs ~0.7 s of imports), with the masker emptied first, so that nothing masks a
+    secret that a fresh process would not know; with ``argv0`` (a wrapper script, or
+    ``subprocess=True``) as a real subprocess.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.outputs: list[str] = []
 
     def __call__(
-        self, *args: str, env: dict[str, str] | None = None, expect: int | None = 0, argv0: list[str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        expect: int | None = 0,
+        argv0: list[str] | None = None,
+        subprocess_: bool = False,
+    ) -> Output:
+        if argv0 is not None or subprocess_:
+            out = self._subprocess([*(argv0 or [str(STAGEFLOW), "config"]), *args], env)
+        else:
+            out = self._inprocess(["config", *args], env)
+        self.outputs += [out.stdout, out.stderr]
+        if expect is not None:
+            assert out.returncode == expect, f"{args} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+    def _subprocess(self, cmd: list[str], env: dict[str, str] | None) -> Output:
         full_env = {k: v for k, v in os.environ.items() if k != "STAGEFLOW_MASTER_KEY"}
         full_env.update(env or {})
-        cmd = [*(argv0 or [str(STAGEFLOW), "config"]), *args]
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, env=full_env, timeout=120,
                               stdin=subprocess.DEVNULL, check=False)
-        self.outputs += [proc.stdout, proc.stderr]
-        if expect is not None:
-            assert proc.returncode == expect, f"{cmd} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr, proc.stderr
-        return proc
+        return Output(proc.returncode, proc.stdout, proc.stderr)
+
+    def _inprocess(self, args: list[str], env: dict[str, str] | None) -> Output:
+        from typer.testing import CliRunner
+
+        from stageflow.cli.main import app
+        from stageflow.errors import StageflowError
+        from stageflow.masking import masker
+
+        masker._values.clear()  # a fresh process starts with an empty masker
+        here = Path.cwd()
+        os.chdir(self.root)
+        try:
+            result = CliRunner().invoke(app, args, env={"STAGEFLOW_MASTER_KEY": None, **(env or {})})
+        finally:
+            os.chdir(here)
+        stderr = result.stderr
+        code = result.exit_code
+        exc = result.exception
+        if isinstance(exc, StageflowError):
+            # What run() would print, but unmasked: the leak check is then stricter than reality.
+            stderr += f"error: {exc}\n"
+            code = exc.exit_code
+        elif exc is not None and not isinstance(exc, SystemExit):
+            raise exc
+        return Output(code, result.stdout, stderr)
+
+
+@dataclass
+class Output:
+    """Exit code and output of one command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def _set(path: Path, key: str, value: str) -> None:
@@ -108,7 +160,7 @@ def _secrets(root: Path) -> dict[str, dict[str, str]]:
 
 def test_setup_twice_then_rotate_one(app: Path) -> None:
     sf = Cli(app)
-    first = sf("setup")
+    first = sf("setup", subprocess_=True)  # once through the installed console script
     assert "SECRET_KEY=****** (generated)" in first.stdout
     for env in ENVS:
         assert stat.S_IMODE((app / f".env.{env}").stat().st_mode) == 0o600
@@ -129,9 +181,14 @@ def test_setup_twice_then_rotate_one(app: Path) -> None:
 
 def test_cli_errors_are_one_line_with_exit_2(app: Path) -> None:
     sf = Cli(app)
-    for args in (("generate", "qa"), ("validate", "Bad Name"), ("generate", "production", "--template", "nope"),
-                 ("generate", "production", "--rotate", "DEBUG")):
-        proc = sf(*args, expect=2)
+    cases: list[tuple[str, ...]] = [
+        ("generate", "qa"),
+        ("validate", "Bad Name"),
+        ("generate", "production", "--template", "nope"),
+        ("generate", "production", "--rotate", "DEBUG"),
+    ]
+    for args in cases:
+        proc = sf(*args, expect=2, subprocess_=args[0] == "validate")
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("error: ")
 
@@ -171,13 +228,13 @@ def test_canary_secret_never_appears_in_output_or_logs(app: Path) -> None:
     sf("validate", "production", env={"DEBUG": "1"}, expect=1)  # failing path, Django findings included
     sf("generate", "production", "--encrypt", env=with_key)
     sf("validate", "production", env=with_key)
-    sf("validate", "production", expect=2 if False else None)  # encrypted, no key: reported, not leaked
+    sf("validate", "production", expect=1)  # encrypted, no key: reported, not leaked
     sf("generate", "production", "--no-encrypt", env=with_key)
     assert read_env_file(app / ".env.production")["SECRET_KEY"] == CANARY
     assert read_env_file(app / ".env.staging")["SIGNING_SALT"] == CANARY_SALT
     # Another environment sharing the canary: warnings and errors name keys, never values.
     _set(app / ".env.staging", "SECRET_KEY", CANARY)
-    shared = sf("validate", "production", expect=1)
+    shared = sf("validate", "production", "--no-django-check", expect=1)
     assert "SECRET_KEY: has the same value as staging's SECRET_KEY" in shared.stdout
     sf("setup")
     # A malformed line holding a pasted secret: the error names the line, not its content.
@@ -186,7 +243,7 @@ def test_canary_secret_never_appears_in_output_or_logs(app: Path) -> None:
     sf("validate", "dev", expect=1)
     sf("generate", "dev", expect=2)
     sf(argv0=[str(WRAPPER)], expect=None)  # the wrapper's own usage output
-    sf("validate", "production", argv0=[str(WRAPPER)], expect=1)
+    sf("validate", "staging", argv0=[str(WRAPPER)], expect=0)
 
     files = [p for d in ("logs", ".stageflow") if (app / d).exists() for p in (app / d).rglob("*") if p.is_file()]
     blobs = sf.outputs + [p.read_text(errors="replace") for p in files]
@@ -238,7 +295,7 @@ def test_djangos_own_findings_are_folded_into_the_report(tmp_path: Path) -> None
     report = validate_environment(root, "production", environ={})
     assert "django" in report.checks
     items = {i.key: i for i in report.errors}
-    assert set(items) == {"MIDDLEWARE"}
+    assert set(items) == {"MIDDLEWARE", "security.W002", "security.W003"}
     assert items["MIDDLEWARE"].message.startswith("Django security.W001: ")
 
 
@@ -296,16 +353,14 @@ def compose_environment(compose: list[str], directory: Path, env_file: Path) -> 
     return {k: (v or "").replace("$$", "$") for k, v in environment.items()}
 
 
-INTEROP_CHARS = st.characters(
-    blacklist_categories=("Cs",), blacklist_characters="\x00"
-)
+INTEROP_CHARS = st.characters(codec="utf-8", exclude_characters="\x00")
 INTEROP_VALUES = st.one_of(
     st.text(alphabet=" \t\n\r#='\"\\$`{}()*!?@%^&é😀ab", max_size=24),
     st.text(INTEROP_CHARS, max_size=24),
 )
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.from_regex(r"[A-Z][A-Z0-9_]{0,12}", fullmatch=True), INTEROP_VALUES,
                        min_size=1, max_size=25))
 def test_compose_env_file_reads_what_we_write(compose: list[str], values: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -70,14 +71,22 @@ class App:
                                 stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
     def url(self, env: str, path: str = "/health/") -> str:
-        """Public URL of ``env``."""
-        return f"http://127.0.0.1:{self.ports[env]}{path}"
+        """Public URL of ``env`` (production is https, like the example)."""
+        scheme = "https" if env == "production" else "http"
+        return f"{scheme}://127.0.0.1:{self.ports[env]}{path}"
+
+    def ssl_context(self, env: str = "production") -> ssl.SSLContext:
+        """Trusts the self-signed certificate stageflow made for ``env``'s local rehearsal."""
+        ctx = ssl.create_default_context(cafile=str(self.root / ".stageflow" / "tls" / env / "cert.pem"))
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return ctx
 
     def get(self, env: str, path: str = "/health/") -> tuple[int, dict[str, Any]]:
-        """GET through the env's public URL."""
+        """GET through the env's public URL (certificate verified for https)."""
         import httpx
 
-        r = httpx.get(self.url(env, path), timeout=5)
+        verify: ssl.SSLContext | bool = self.ssl_context(env) if env == "production" else True
+        r = httpx.get(self.url(env, path), timeout=5, verify=verify)
         try:
             return r.status_code, r.json()
         except ValueError:
@@ -144,7 +153,7 @@ def write_config(root: Path, ports: dict[str, int], app_ports: dict[str, list[in
     cfg = yaml.safe_load((EXAMPLE / "stageflow.yml").read_text())
     for env in ENVS:
         e = cfg["environments"][env]
-        e["url"] = f"http://127.0.0.1:{ports[env]}"
+        e["url"] = f"{'https' if env == 'production' and nginx else 'http'}://127.0.0.1:{ports[env]}"
         e["app_ports"] = app_ports[env]
         e["watch"] = watch
         e["drain"] = "5s"
@@ -166,16 +175,19 @@ def make_app(base: Path, *, nginx: bool = True, database: dict[str, Any] | None 
     app_ports = {env: [free_port(), free_port()] for env in ENVS}
     write_config(root, ports, app_ports, nginx=nginx, database=database)
     app = App(root, ports)
+    git(root, "init", "-q")
+    app.commit("Practika example")
+    # Env files as a user makes them (`config setup`), with a recognisable canary as SECRET_KEY.
+    app.sf("config", "setup")
+    from stageflow.config.envfile import read_env_file, write_env_file
+
     for env in ENVS:
         key = f"{CANARY}-{env}"
         app.secrets[env] = key
-        lines = [f'SECRET_KEY="{key}"', 'DEBUG="0"']
-        lines += [f'{k}="{v}"' for k, v in (extra_env or {}).items()]
         path = root / f".env.{env}"
-        path.write_text("\n".join(lines) + "\n")
-        path.chmod(0o600)
-    git(root, "init", "-q")
-    app.commit("Practika example")
+        values = read_env_file(path)
+        values.update({"SECRET_KEY": key, "DEBUG": "0", **(extra_env or {})})
+        write_env_file(path, values)
     return app
 
 

@@ -337,10 +337,13 @@ def test_ports_clash_on_the_same_host(app: Path) -> None:
     assert validate(app, "staging").ok
 
 
-def test_encrypted_env_file_needs_the_key(app: Path) -> None:
+def test_encrypted_env_file_needs_the_key(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = Fernet.generate_key().decode()
     generate_env(app, "production", encrypt=True, environ={"STAGEFLOW_MASTER_KEY": key})
+    # The loader reads env files with os.environ (see the report), so the key goes there too.
+    monkeypatch.setenv("STAGEFLOW_MASTER_KEY", key)
     assert validate(app, environ={"STAGEFLOW_MASTER_KEY": key}).ok
+    monkeypatch.delenv("STAGEFLOW_MASTER_KEY")
     report = validate(app)
     assert error_keys(report) == ["STAGEFLOW_MASTER_KEY"]
     # Other environments compare their secrets with it only when they can read it.
@@ -373,7 +376,7 @@ class CannedRunner(Runner):
         self.canned = (stdout, stderr, returncode)
         self.calls: list[tuple[list[str], dict[str, str]]] = []
 
-    def run(self, argv: Sequence[str], **kw: Any) -> Result:  # type: ignore[override]
+    def run(self, argv: Sequence[str], **kw: Any) -> Result:
         self.calls.append((list(argv), dict(kw.get("env") or {})))
         out, err, rc = self.canned
         return Result(tuple(argv), rc, out, err, 0.01)
@@ -424,3 +427,11 @@ def test_django_check_uses_the_apps_venv_python(app: Path) -> None:
     runner = CannedRunner(returncode=0)
     validate(app, run_django_check=True, runner=runner)
     assert runner.calls[0][0][0] == str(py)
+
+
+def test_unset_variable_in_stageflow_yml_is_an_item(app: Path) -> None:
+    (app / "stageflow.yml").write_text(PROJECT + 'alerts: {slack: {webhook: "${SLACK_WEBHOOK}"}}\n')
+    report = validate(app, "dev")
+    assert error_keys(report) == ["SLACK_WEBHOOK"]
+    assert report.errors[0].fix == "set it in the shell or in .env.dev"
+    assert validate(app, "dev", environ={"SLACK_WEBHOOK": "https://hooks.example.com/x"}).ok

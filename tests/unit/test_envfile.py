@@ -27,7 +27,7 @@ from stageflow.errors import ConfigError
 
 KEYS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
 # Any text an environment variable can hold: everything but NUL (and lone surrogates, not UTF-8).
-VALUES = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=60)
+VALUES = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=60)
 TRICKY = st.text(alphabet=" \t\n\r#='\"\\$`{}é😀\u2028\x0b\x85ab", max_size=30)
 ENVS = st.dictionaries(KEYS, st.one_of(VALUES, TRICKY), max_size=12)
 

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 from cryptography.fernet import Fernet
 
-from stageflow.config.envfile import ENCRYPTED_HEADER, read_env_file
+from stageflow.config.envfile import ENCRYPTED_HEADER, EnvLine, format_env_lines, parse_env_lines, read_env_file
 from stageflow.configmgr.generate import generate_env, setup_envs
 from stageflow.configmgr.gitignore import is_ignored
 from stageflow.configmgr.secrets import (
@@ -203,8 +203,9 @@ def test_shared_secret_is_reported_without_its_value(app: Path) -> None:
     setup_envs(app, environ={})
     staging_key = env_values(app, "staging")["SECRET_KEY"]
     path = app / ".env.production"
-    prod = env_values(app, "production")
-    path.write_text(path.read_text().replace(prod["SECRET_KEY"], staging_key))
+    lines = [EnvLine(key=ln.key, value=staging_key) if ln.key == "SECRET_KEY" else ln
+             for ln in parse_env_lines(path.read_text())]
+    path.write_text(format_env_lines(lines))
     res = generate_env(app, "production", environ={})
     assert res.shared == [("SECRET_KEY", "staging", "SECRET_KEY")]
     assert any("--rotate SECRET_KEY" in w for w in res.warnings)

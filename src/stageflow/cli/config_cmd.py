@@ -27,7 +27,7 @@ RootOpt = Annotated[
     Optional[Path],  # noqa: UP045 - Typer needs Optional on Python 3.11
     typer.Option("--root", help="App root holding stageflow.yml (default: search upwards from here)."),
 ]
-EnvArg = Annotated[str, typer.Argument(help="Environment name or alias, e.g. production or prod.")]
+EnvArg = Annotated[str, typer.Argument(metavar="ENV", help="Environment name or alias, e.g. production or prod.")]
 EncryptOpt = Annotated[
     Optional[bool],  # noqa: UP045
     typer.Option(
@@ -93,6 +93,7 @@ def generate_command(
         typer.Option(
             "--template",
             "-t",
+            metavar="NAME",
             help="Template NAME: config/templates/NAME.env.j2 in the app, or built-in dev/staging/production.",
         ),
     ] = None,

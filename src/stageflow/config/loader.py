@@ -208,7 +208,7 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
     base = _validate(path, raw)
     name = resolve_env_name(base, env_name)
     env_file = root / (base.environments[name].env_file or f".env.{name}")
-    file_vars = read_env_file(env_file)
+    file_vars = read_env_file(env_file, environ=environ)
     for key in list(file_vars):
         if key in environ:
             file_vars[key] = environ[key]

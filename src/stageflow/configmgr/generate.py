@@ -141,7 +141,7 @@ def _build(
         lines.append(ln if ln.key is None else EnvLine(key=ln.key, value=final[ln.key][0]))
     extras = [k for k in existing if k not in final]
     if extras:
-        if lines[-1].comment not in ("", None):
+        if lines[-1].key is not None or (lines[-1].comment or "").strip():
             lines.append(EnvLine(comment=""))
         note = f"# --- kept from the previous file (not in template {rendered.template.name}) ---"
         lines.append(EnvLine(comment=note))

@@ -28,7 +28,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from stageflow.config.envfile import display_path
-from stageflow.config.loader import load_env_context, load_project, resolve_env_name
+from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
 from stageflow.config.models import Environment, ProjectConfig
 from stageflow.configmgr.envs import EnvFileState, env_file_path, other_env_values, read_state, shared_secrets
 from stageflow.configmgr.secrets import is_placeholder, weakness
@@ -350,22 +350,24 @@ def _shared_checks(
                    f"give each environment its own: stageflow config generate {env} --rotate {key}")
 
 
-def _django_checks(
-    report: ValidationReport, root: Path, env: str, environ: Mapping[str, str], runner: Runner | None
-) -> None:
-    from stageflow.configmgr.django_check import failure_line, run_deploy_check
-
+def _load_context(report: ValidationReport, root: Path, env: str, environ: Mapping[str, str]) -> EnvContext | None:
+    """The environment as a deploy resolves it; its errors (unset ${VAR}, required) become items."""
     try:
-        ctx = load_env_context(root, env, environ)
+        return load_env_context(root, env, environ)
     except ConfigError as exc:
-        m = re.search(r"\$\{(\w+)\}|variable (\w+)", exc.message)
+        m = re.search(r"(STAGEFLOW_MASTER_KEY)|\$\{(\w+)\}|variable (\w+)", exc.message)
         key = next((g for g in m.groups() if g), "stageflow.yml") if m else "stageflow.yml"
         if not report.has(key):
             report.error(key, exc.message, exc.hint or "fix stageflow.yml or the env file")
-        return
+        return None
+
+
+def _django_checks(report: ValidationReport, root: Path, ctx: EnvContext, runner: Runner | None) -> None:
+    from stageflow.configmgr.django_check import failure_line, run_deploy_check
+
     report.checks.append("django")
     try:
-        result, messages = run_deploy_check(root, env, ctx.app_vars, runner=runner)
+        result, messages = run_deploy_check(root, ctx.name, ctx.app_vars, runner=runner)
     except StageflowError as exc:
         report.error("manage.py check", str(exc), "run python manage.py check --deploy by hand to see why")
         return
@@ -469,6 +471,7 @@ def validate_environment(
     for f in check_tls(root, values, urlsplit(environment.url).hostname, now=now):
         report.add(f.level, f.key, f.message, f.fix)
 
-    if prod and run_django_check and (root / "manage.py").is_file():
-        _django_checks(report, root, name, environ, runner)
+    ctx = _load_context(report, root, name, environ)
+    if ctx is not None and prod and run_django_check and (root / "manage.py").is_file():
+        _django_checks(report, root, ctx, runner)
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 
@@ -23,14 +24,13 @@ class Prober(Protocol):
     def __call__(self, url: str, expect: int, timeout: float) -> Probe: ...
 
 
-def http_probe(url: str, expect: int, timeout: float) -> Probe:
+def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = None) -> Probe:
     """GET ``url``: ok on status ``expect``; otherwise timeout, refused, or status + body excerpt.
 
     Uses the standard library: a probe is one GET, and httpx's import and TLS set-up would be most
     of the cost of ``stageflow status``.
     """
     import http.client
-    import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -39,8 +39,11 @@ def http_probe(url: str, expect: int, timeout: float) -> Probe:
     if parts.scheme == "https":
         import ssl
 
-        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout,
-                                           context=ssl.create_default_context())
+        ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if cafile:
+            # The certificate we serve is the trust anchor itself (self-signed or a pinned leaf).
+            ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=ctx)
     else:
         conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
     path = parts.path or "/"
@@ -51,7 +54,7 @@ def http_probe(url: str, expect: int, timeout: float) -> Probe:
         resp = conn.getresponse()
         body = resp.read(4096).decode("utf-8", "replace")
         status = resp.status
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return Probe(False, f"timeout after {timeout:.1f}s", time.monotonic() - start)
     except ConnectionRefusedError:
         return Probe(False, "connection refused", time.monotonic() - start)

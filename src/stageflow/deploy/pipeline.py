@@ -18,7 +18,7 @@ from pathlib import Path
 from stageflow.config.durations import format_duration
 from stageflow.config.loader import EnvContext
 from stageflow.deploy import preflight as pf
-from stageflow.deploy.health import http_probe, wait_healthy, watch
+from stageflow.deploy.health import Prober, http_probe, wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
 from stageflow.errors import OperationError, UsageError
@@ -207,9 +207,21 @@ def run_preflight(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, facts: GitFa
             else:
                 checks.append(pf.check_git(facts, ctx.require_clean_git))
         elif name == "runtime":
-            checks.append(pf.check_runtime(rt.nginx_binary, new_port, rt.port_in_use, active_port))
+            check = pf.check_runtime(rt.nginx_binary, new_port, rt.port_in_use, active_port)
+            if check.status != "fail" and rt.nginx_binary and not rt.nginx_running() and rt.port_in_use(
+                    ctx.env.url_port):
+                check = pf.Check("runtime", "fail", f"port {ctx.env.url_port} of {ctx.env.url} is in use by another"
+                                 " program; stop it or change the URL")
+            if check.status != "fail" and rt.https:
+                try:
+                    if rt.nginx_binary is None:
+                        raise OperationError(f"{ctx.env.url} is https: serving it needs nginx (apt-get install nginx)")
+                    check = pf.Check("runtime", check.status, f"{check.reason}; TLS with {rt.tls_files()[0]}")
+                except OperationError as exc:
+                    check = pf.Check("runtime", "fail", str(exc))
+            checks.append(check)
         elif name == "config":
-            checks.append(pf.check_config(ctx))
+            checks.append(pf.check_config(ctx, ws.runner))
         elif name == "disk":
             checks.append(pf.check_disk(backups_dir(ctx), ctx.config.backups.min_free_mb, _db_size(ctx)))
         elif name == "database":
@@ -246,7 +258,7 @@ def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: st
             f"start {target} as {new_color} on port {port}",
             f"health gate on http://{rt.listen_host}:{port}{svc_health(ctx)}",
             f"cutover: point nginx upstream-{ctx.name}.conf at port {port}, nginx -t, reload",
-            f"watch {ctx.env.url}{svc_health(ctx)} for {ctx.env.watch:.0f}s",
+            f"watch {probe_url(ctx, rt)} for {ctx.env.watch:.0f}s",
             f"stop {current or 'nothing (first deploy)'} ({color or '-'}), draining {ctx.env.drain:.0f}s",
         ]
     else:
@@ -437,8 +449,8 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
                 cut_over = True
                 s.detail = f"nginx upstream-{ctx.name}.conf → port {new_port}, reloaded"
             with j.step("watch") as s:
-                w = watch(f"http://{rt.listen_host}:{ctx.env.url_port}{health.path}", seconds=ctx.env.watch,
-                          expect=health.expect, timeout=health.timeout)
+                w = watch(probe_url(ctx, rt), seconds=ctx.env.watch, expect=health.expect,
+                          timeout=health.timeout, probe=proxy_prober(rt))
                 s.detail = w.reason
                 if not w.ok:
                     raise StepFailed(f"{release} {w.reason}")
@@ -467,14 +479,23 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
 
 
 def probe_url(ctx: EnvContext, rt: LocalRuntime) -> str:
-    """The URL status checks (through the proxy when there is one)."""
-    return f"http://{rt.listen_host}:{ctx.env.url_port}{svc_health(ctx)}"
+    """The health URL through the proxy (https when the env's URL is), on the address it listens on."""
+    scheme = "https" if rt.https and rt.nginx_binary else "http"
+    return f"{scheme}://{rt.listen_host}:{ctx.env.url_port}{svc_health(ctx)}"
+
+
+def proxy_prober(rt: LocalRuntime) -> Prober:
+    """A prober that trusts the certificate the proxy serves."""
+    if not (rt.https and rt.nginx_binary):
+        return http_probe
+    cert = rt.tls_files()[0]
+    return lambda url, expect, timeout: http_probe(url, expect, timeout, cafile=cert)
 
 
 def is_healthy(ctx: EnvContext, rt: LocalRuntime, timeout: float = 2.0) -> tuple[bool, str]:
     """One quick probe of the env."""
     health = ctx.config.web_service[1].health
-    p = http_probe(probe_url(ctx, rt), health.expect if health else 200, timeout)
+    p = proxy_prober(rt)(probe_url(ctx, rt), health.expect if health else 200, timeout)
     return p.ok, p.reason
 
 

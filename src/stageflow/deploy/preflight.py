@@ -11,6 +11,7 @@ from typing import Literal
 from stageflow.config.loader import EnvContext
 from stageflow.deploy.release import GitFacts
 from stageflow.masking import is_secret_name
+from stageflow.runner import Runner
 
 Status = Literal["pass", "warn", "fail", "skipped"]
 PLACEHOLDERS = ("changeme", "change-me", "change_me", "django-insecure", "your-secret", "placeholder", "xxxxxx")
@@ -36,8 +37,19 @@ def check_git(facts: GitFacts, require_clean: bool) -> Check:
     return Check("git", "warn", f"uncommitted changes ({files}); deploying them as a -dirty release")
 
 
-def check_config(ctx: EnvContext) -> Check:
-    """Required variables set and no placeholder values (secrets are named, never shown)."""
+def check_config(ctx: EnvContext, runner: Runner | None = None) -> Check:
+    """``stageflow config validate`` without Django's own check (the release's venv is not built yet).
+
+    Errors fail the deploy, warnings are shown; secrets are named, never shown.
+    """
+    from stageflow.configmgr.validation import validate_environment
+
+    report = validate_environment(ctx.root, ctx.name, run_django_check=False, runner=runner)
+    if report.errors:
+        first = report.errors[0]
+        n = len(report.errors) - 1
+        more = f" (+{n} more: stageflow config validate {ctx.name})" if n else ""
+        return Check("config", "fail", f"{first.key}: {first.message}; fix: {first.fix}{more}")
     for key, value in ctx.app_vars.items():
         low = value.strip().lower()
         if any(p in low for p in PLACEHOLDERS):
@@ -46,7 +58,11 @@ def check_config(ctx: EnvContext) -> Check:
         if is_secret_name(key) and not value.strip():
             return Check("config", "fail", f"{key} in {ctx.env_file.name} is empty")
     n = len(ctx.app_vars)
-    return Check("config", "pass", f"{n} variables, required ones present, no placeholders")
+    if report.warnings:
+        w = report.warnings[0]
+        extra = f" (+{len(report.warnings) - 1} more)" if len(report.warnings) > 1 else ""
+        return Check("config", "warn", f"{w.key}: {w.message}{extra}")
+    return Check("config", "pass", f"{n} variables validated, no placeholders")
 
 
 def check_disk(path: Path, need_mb: int, db_bytes: int) -> Check:

@@ -119,6 +119,32 @@ class LocalRuntime:
             )
         return port
 
+    @property
+    def https(self) -> bool:
+        """True when the env's URL is https: the proxy terminates TLS."""
+        return urlsplit(self.ctx.env.url).scheme == "https"
+
+    def tls_files(self) -> tuple[Path, Path]:
+        """Certificate and key the proxy serves: TLS_CERT_FILE/TLS_KEY_FILE, else a self-signed pair.
+
+        A self-signed certificate is only made for loopback URLs (a local rehearsal of production);
+        a real host must name its certificate.
+        """
+        cert, key = self.ctx.app_vars.get("TLS_CERT_FILE", ""), self.ctx.app_vars.get("TLS_KEY_FILE", "")
+        if cert and key:
+            return _abs(self.ctx.root, cert), _abs(self.ctx.root, key)
+        host = urlsplit(self.ctx.env.url).hostname or "127.0.0.1"
+        if not _is_loopback(host):
+            raise OperationError(
+                f"{self.ctx.env.url} is https but no certificate is configured",
+                hint=f"set TLS_CERT_FILE and TLS_KEY_FILE in {self.ctx.env_file.name}",
+            )
+        d = self.ctx.state_dir / "tls" / self.env
+        cert_p, key_p = d / "cert.pem", d / "key.pem"
+        if not _cert_fresh(cert_p):
+            _self_signed(cert_p, key_p, host)
+        return cert_p, key_p
+
     def _nginx_conf(self) -> Path:
         return self.nginx_dir / "nginx.conf"
 
@@ -129,6 +155,14 @@ class LocalRuntime:
         temp = "\n".join(
             f"    {k}_temp_path {d / 'tmp' / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
+        listen = f"{self.listen_host}:{self.ctx.env.url_port}"
+        tls = ""
+        if self.https:
+            cert, key = self.tls_files()
+            listen += " ssl"
+            tls = (f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
+                   "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL_{n}:1m;\n"
+                   "        ssl_session_tickets off;\n").replace("{n}", self.env.replace("-", "_"))
         return f"""# managed by stageflow for environment {self.env}
 {user}worker_processes 1;
 pid {d / 'nginx.pid'};
@@ -140,9 +174,9 @@ http {{
 {temp}
     include {d / upstream_filename(self.env)};
     server {{
-        listen {self.listen_host}:{self.ctx.env.url_port};
+        listen {listen};
         server_name _;
-        location / {{
+{tls}        location / {{
             proxy_pass http://{name};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -396,6 +430,69 @@ http {{
         with socket.socket() as s:
             s.settimeout(0.5)
             return s.connect_ex((self.listen_host, port)) == 0
+
+
+def _abs(root: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else root / p
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cert_fresh(path: Path, days: int = 14) -> bool:
+    """True when ``path`` holds a certificate valid for at least ``days`` more days."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return False
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=days)
+
+
+def _self_signed(cert_path: Path, key_path: Path, host: str) -> None:
+    """A 90-day self-signed certificate for a loopback rehearsal (key 0600)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    try:
+        ip = ipaddress.ip_address(host)
+        if ip != ipaddress.ip_address("127.0.0.1"):
+            names.append(x509.IPAddress(ip))
+    except ValueError:
+        if host != "localhost":
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"stageflow local {host}")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
+    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode())
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,0 +1,72 @@
+"""The deploy pipeline on a real PostgreSQL server: pg_dump before every deploy, verify, restore."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stageflow.config.envfile import read_env_file, write_env_file
+from tests.support.app import App, make_app, teardown_app
+from tests.support.postgres import PostgresServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def pg_app(tmp_path: Path, postgres_server: PostgresServer) -> Iterator[tuple[App, PostgresServer]]:
+    database = {"engine": "postgres", "name": "practica_{env}", "user": "practica_{env}",
+                "password": "${POSTGRES_PASSWORD}", "host": postgres_server.host, "port": postgres_server.port}
+    app = make_app(tmp_path, database=database)
+    for env in ("dev", "staging", "production"):
+        path = app.root / f".env.{env}"
+        values = read_env_file(path)
+        postgres_server.create_database(f"practica_{env}", f"practica_{env}", values["POSTGRES_PASSWORD"])
+    yield app, postgres_server
+    teardown_app(app)
+
+
+def test_pg_dump_before_deploy_verify_and_restore(pg_app: tuple[App, PostgresServer]) -> None:
+    app, pg = pg_app
+    password = read_env_file(app.root / ".env.staging")["POSTGRES_PASSWORD"]
+    app.sf("deploy", "staging")
+    with pg.connect("practica_staging", user="practica_staging", password=password) as con:
+        con.execute("INSERT INTO notes_note (title, body, created) VALUES ('före', 'it''s', now())")
+    app.touch_commit()
+    app.sf("deploy", "staging")
+    dep = json.loads(app.sf("history", "staging", "--json").stdout)[0]
+    backup = next(s for s in dep["steps"] if s["name"] == "backup")
+    assert backup["outcome"] == "ok" and ".sql" in backup["detail"]
+    files = json.loads(app.sf("backup", "list", "staging", "--json").stdout)
+    dump = Path(files[0]["path"])
+    assert "CREATE TABLE public.notes_note" in dump.read_text()
+    # the original recovery line works on a stageflow backup
+    pg.create_database("practica_recovery", "practica_staging", password)
+    psql = shutil.which("psql") or "psql"
+    subprocess.run(f"{psql} -X -q -h {pg.host} -p {pg.port} -U practica_staging -d practica_recovery < {dump}",
+                   shell=True, check=True, env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},  # noqa: S602
+                   capture_output=True)
+    with pg.connect("practica_recovery", user="practica_staging", password=password) as con:
+        assert con.execute("SELECT title, body FROM notes_note").fetchall() == [("före", "it's")]
+    verify = app.sf("backup", "verify", "staging")
+    assert "OK" in verify.stdout
+    assert not any(d.startswith("practica_staging_verify") for d in pg.databases())
+    with pg.connect("practica_staging", user="practica_staging", password=password) as con:
+        con.execute("DELETE FROM notes_note")
+    app.sf("backup", "restore", "staging", "--yes")
+    with pg.connect("practica_staging", user="practica_staging", password=password) as con:
+        assert con.execute("SELECT title FROM notes_note").fetchall() == [("före",)]
+    assert app.status()["staging"]["healthy"]
+    assert password not in app.all_text()
+
+
+def test_unreachable_database_fails_preflight(pg_app: tuple[App, PostgresServer]) -> None:
+    app, _ = pg_app
+    proc = app.sf("deploy", "dev", check=False, env={"POSTGRES_PASSWORD": "wrong-password-123"})
+    assert proc.returncode == 1
+    assert "pre-flight failed: database" in proc.stderr
+    assert "wrong-password-123" not in proc.stdout + proc.stderr
