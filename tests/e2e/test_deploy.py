@@ -146,3 +146,28 @@ def test_backup_before_every_deploy_and_sqlite_round_trip(practika: App) -> None
     practika.sf("backup", "restore", "dev", "--yes")
     assert con.execute("SELECT title FROM notes_note").fetchall() == [("keep me",)]
     con.close()
+
+
+def test_rollback_restore_db_shows_what_is_lost_and_asks(practika: App) -> None:
+    practika.sf("deploy", "dev")
+    v1 = practika.status()["dev"]["release"]
+    con = sqlite3.connect(practika.root / "data" / "practica_dev.sqlite3")
+    con.execute("INSERT INTO notes_note (title, body, created) VALUES ('v1 data', '', '2026-01-01')")
+    con.commit()
+    practika.touch_commit()
+    practika.sf("deploy", "dev")  # its backup holds 'v1 data'
+    v2 = practika.status()["dev"]["release"]
+    con.execute("INSERT INTO notes_note (title, body, created) VALUES ('v2 data', '', '2026-01-02')")
+    con.commit()
+    refused = practika.sf("rollback", "dev", "--restore-db", check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert "will be lost" in refused.stdout
+    assert practika.status()["dev"]["release"] == v2  # nothing changed
+    assert len(con.execute("SELECT * FROM notes_note").fetchall()) == 2
+    practika.sf("rollback", "dev", "--restore-db", "--yes")
+    assert practika.status()["dev"]["release"] == v1
+    assert con.execute("SELECT title FROM notes_note").fetchall() == [("v1 data",)]
+    con.close()
+    # a plain rollback never touches the database
+    practika.sf("rollback", "dev")
+    assert practika.status()["dev"]["release"] == v2

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.config.envfile import read_env_file, write_env_file
+from stageflow.config.envfile import read_env_file
 from tests.support.app import App, make_app, teardown_app
 from tests.support.postgres import PostgresServer
 
@@ -47,8 +47,8 @@ def test_pg_dump_before_deploy_verify_and_restore(pg_app: tuple[App, PostgresSer
     # the original recovery line works on a stageflow backup
     pg.create_database("practica_recovery", "practica_staging", password)
     psql = shutil.which("psql") or "psql"
-    subprocess.run(f"{psql} -X -q -h {pg.host} -p {pg.port} -U practica_staging -d practica_recovery < {dump}",
-                   shell=True, check=True, env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},  # noqa: S602
+    line = f"{psql} -X -q -h {pg.host} -p {pg.port} -U practica_staging -d practica_recovery < {dump}"
+    subprocess.run(line, shell=True, check=True, env={"PGPASSWORD": password, "PATH": "/usr/bin:/bin"},  # noqa: S602
                    capture_output=True)
     with pg.connect("practica_recovery", user="practica_staging", password=password) as con:
         assert con.execute("SELECT title, body FROM notes_note").fetchall() == [("före", "it's")]
@@ -66,7 +66,7 @@ def test_pg_dump_before_deploy_verify_and_restore(pg_app: tuple[App, PostgresSer
 
 def test_unreachable_database_fails_preflight(pg_app: tuple[App, PostgresServer]) -> None:
     app, _ = pg_app
-    proc = app.sf("deploy", "dev", check=False, env={"POSTGRES_PASSWORD": "wrong-password-123"})
+    proc = app.sf("deploy", "dev", check=False, env={"POSTGRES_PASSWORD": "wrong-password-0123456789abcdefghijklmnopqrstuv"})
     assert proc.returncode == 1
     assert "pre-flight failed: database" in proc.stderr
-    assert "wrong-password-123" not in proc.stdout + proc.stderr
+    assert "wrong-password-0123456789abcdefghijklmnopqrstuv" not in proc.stdout + proc.stderr

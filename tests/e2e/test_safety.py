@@ -6,8 +6,8 @@ import http.client
 import json
 import os
 import signal
-import ssl
 import sqlite3
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field

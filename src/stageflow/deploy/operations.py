@@ -165,19 +165,29 @@ class EnvStatus:
 
 def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | None = None) -> list[EnvStatus]:
     """State of every (or one) environment, with a live health probe."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from stageflow.deploy.lock import read_lock
 
     config = load_project(ws.root)
     names = [resolve_env_name(config, env)] if env else list(config.environments)
+    contexts = {name: load_env_context(ws.root, name, environ) for name in names}
+    states = {name: ws.store.env_state(name) for name in names}
+
+    def probe(name: str) -> tuple[bool, str]:
+        if not states[name].current_release:
+            return False, "not deployed"
+        return is_healthy(contexts[name], LocalRuntime(contexts[name], ws.runner))
+
+    # Probes wait on the network: run them side by side so status costs one probe, not one per env.
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        health = dict(zip(names, pool.map(probe, names), strict=True))
     out = []
     for name in names:
-        ctx = load_env_context(ws.root, name, environ)
-        st = ws.store.env_state(name)
+        ctx, st = contexts[name], states[name]
         rt = LocalRuntime(ctx, ws.runner)
         procs = len(rt.processes(st.color)) if st.color else 0
-        healthy, reason = (False, "not deployed")
-        if st.current_release:
-            healthy, reason = is_healthy(ctx, rt)
+        healthy, reason = health[name]
         row = ws.store.release(st.current_release) if st.current_release else None
         lock = read_lock(ws.store, name)
         out.append(EnvStatus(
