@@ -66,7 +66,8 @@ def test_pg_dump_before_deploy_verify_and_restore(pg_app: tuple[App, PostgresSer
 
 def test_unreachable_database_fails_preflight(pg_app: tuple[App, PostgresServer]) -> None:
     app, _ = pg_app
-    proc = app.sf("deploy", "dev", check=False, env={"POSTGRES_PASSWORD": "wrong-password-0123456789abcdefghijklmnopqrstuv"})
+    wrong = "wrong-password-0123456789abcdefghijklmnopqrstuv"
+    proc = app.sf("deploy", "dev", check=False, env={"POSTGRES_PASSWORD": wrong})
     assert proc.returncode == 1
     assert "pre-flight failed: database" in proc.stderr
-    assert "wrong-password-0123456789abcdefghijklmnopqrstuv" not in proc.stdout + proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
