@@ -32,12 +32,12 @@ else
     printf 'SECRET_KEY="%s"\nDEBUG="0"\n' "$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))')" > ".env.$env"
   done
 fi
-git add -A && git -c user.name="stageflow demo" -c user.email=demo@localhost commit -qm "ignore env files" || true
+git add -A && git -c user.name="stageflow demo" -c user.email=demo@localhost commit -qm "ignore env files" >/dev/null || true
 
 echo "== ./scripts/workflow-orchestrator.sh full"
 ./scripts/workflow-orchestrator.sh full
 echo "== ./scripts/workflow-orchestrator.sh status"
 ./scripts/workflow-orchestrator.sh status
 echo
-echo "Practika runs in $demo: dev http://127.0.0.1:8001  staging http://127.0.0.1:8002  production http://127.0.0.1:8003"
+echo "Practika runs in $demo: dev http://127.0.0.1:8001  staging http://127.0.0.1:8002  production https://127.0.0.1:8443"
 echo "Try: cd $demo && ./scripts/workflow-orchestrator.sh history production; stop with: stageflow down ENV"
