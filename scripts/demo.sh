@@ -17,6 +17,8 @@ mkdir -p "$demo"
 cp -r "$here/examples/practika/." "$demo/"
 mkdir -p "$demo/scripts"
 cp "$here"/scripts/{workflow-orchestrator,monitoring-system,config-manager,_stageflow}.sh "$demo/scripts/" 2>/dev/null || true
+# The copied wrappers find this checkout's stageflow without STAGEFLOW being set.
+sed -i "1a : \"\${STAGEFLOW:=$sf}\"" "$demo/scripts/_stageflow.sh"
 cd "$demo"
 export STAGEFLOW="$sf"
 git init -q
