@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from tests.support.compose import write_practika_project
 from tests.support.nginx import (
     Backend,
     NginxInstance,
-    free_port,
+    free_ports,
     missing,
     nginx_instances,
     nginx_version,
@@ -112,10 +112,11 @@ class Harness:
         if changes.get("chain") == "self":
             changes["chain"] = str(cert)  # a self-signed certificate is its own issuer chain
         base = site_options(load_project(self.root), env, root=self.root, nginx_version=nginx_version(self.nginx_bin))
-        port = free_port()
+        # Distinct ports, none that gixy mistakes for an HTTPS one (see tests.support.nginx.free_ports).
+        port, http_port = free_ports(2)
         settings: dict[str, Any] = {
             "listen_address": "127.0.0.1",
-            "http_port": free_port(),
+            "http_port": http_port,
             "https_port": port,
             "public_https_port": port,
             "cert": str(cert),
@@ -132,8 +133,7 @@ class Harness:
         inst.sites.append(inst.prefix / env / site_filename(opts.project, env))
         checked = inst.test_config()
         assert checked.returncode == 0, checked.stderr
-        report = subprocess.run([self.gixy, str(inst.conf)], capture_output=True, text=True, timeout=60, check=False)
-        assert report.returncode == 0 and "No issues found" in report.stdout, report.stdout + report.stderr
+        assert_gixy_clean(self.gixy, inst.conf, inst.sites)
         return opts, inst, cert
 
     def start(self, env: str, **changes: Any) -> Site:
@@ -148,6 +148,18 @@ def harness(
 ) -> Harness:
     root = write_practika_project(tmp_path / "app")
     return Harness(nginx_bin, gixy, nginx_factory, backend, root)
+
+
+def assert_gixy_clean(gixy: str, conf: Path, sites: Sequence[Path]) -> None:
+    """gixy finds nothing in ``conf``; else fail with its whole report and the audited files."""
+    report = subprocess.run([gixy, str(conf)], capture_output=True, text=True, timeout=60, check=False)
+    if report.returncode == 0 and "No issues found" in report.stdout:
+        return
+    audited = "\n".join(f"----- {path}\n{path.read_text(errors='replace')}" for path in (conf, *sites))
+    pytest.fail(
+        f"gixy exited with {report.returncode} on {conf}\n"
+        f"----- stdout\n{report.stdout}\n----- stderr\n{report.stderr}\n{audited}"
+    )
 
 
 def assert_security_headers(response: httpx.Response, *, tls: bool = True) -> None:
@@ -322,5 +334,13 @@ def test_compose_form_passes_gixy(gixy: str, tmp_path: Path) -> None:
     write_site(root, opts, out, default_upstream_servers(config, "production"))
     main = tmp_path / "nginx.conf"
     main.write_text(f"events {{}}\nhttp {{\n    include {out / site_filename('practika', 'production')};\n}}\n")
-    report = subprocess.run([gixy, str(main)], capture_output=True, text=True, timeout=60, check=False)
-    assert report.returncode == 0 and "No issues found" in report.stdout, report.stdout
+    assert_gixy_clean(gixy, main, [out / site_filename("practika", "production")])
+
+
+def test_test_ports_are_distinct_and_never_look_like_https() -> None:
+    # gixy takes any `listen` containing "443" for TLS and would flag the plain-HTTP redirect
+    # server (missing HSTS, ssl_protocols, ssl_ciphers); the harness's ports must never do that.
+    for _ in range(200):
+        ports = free_ports(3)
+        assert len(set(ports)) == 3
+        assert not any("443" in str(port) for port in ports), ports

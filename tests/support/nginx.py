@@ -75,12 +75,36 @@ def nginx_version(binary: str) -> tuple[int, int, int]:
     return major, minor, patch
 
 
+# gixy-ng's hsts_header and weak_ssl_tls checks decide that a server speaks TLS when the text of one
+# of its `listen` directives merely *contains* "443" (``"ssl" in args or "443" in args``), so a
+# plain-HTTP server on a random port such as 44321, 34435 or 50443 is audited as an HTTPS server
+# and reported for a missing HSTS header, ssl_protocols and ssl_ciphers (3 × MEDIUM). nginx itself
+# only speaks TLS on a `listen ... ssl` socket, so those reports are false positives; stageflow's
+# default ports (80 redirecting to 443) never draw them, random test ports did (158 of the 28232
+# ephemeral ports, ~0.6% per plain-HTTP listener). Test ports skip such numbers.
+GIXY_TLS_LOOKALIKE = "443"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports free on 127.0.0.1 right now, none of them containing "443".
+
+    All sockets stay bound until every port is chosen, so the ports cannot repeat (two
+    consecutive ``bind(0)`` calls may otherwise get the same port back).
+    """
+    ports: list[int] = []
+    with contextlib.ExitStack() as bound:
+        while len(ports) < count:
+            s = bound.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            if GIXY_TLS_LOOKALIKE not in str(port):
+                ports.append(port)
+    return ports
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 right now (see :func:`free_ports`)."""
+    return free_ports(1)[0]
 
 
 def _worker_user() -> str | None:
