@@ -497,8 +497,3 @@ def is_healthy(ctx: EnvContext, rt: LocalRuntime, timeout: float = 2.0) -> tuple
     health = ctx.config.web_service[1].health
     p = proxy_prober(rt)(probe_url(ctx, rt), health.expect if health else 200, timeout)
     return p.ok, p.reason
-
-
-def read_facts(ctx: EnvContext, ws: Workspace) -> GitFacts:
-    """Git facts for the project root."""
-    return read_git(ctx.root, ws.runner)
