@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+#: ``--root DIR`` shared by every command.
+RootOpt = Annotated[
+    Optional[Path],  # noqa: UP045 - Typer needs Optional on Python 3.11
+    typer.Option("--root", help="App root holding stageflow.yml (default: search upwards from here)."),
+]
 
 _console: Console | None = None
 _err_console: Console | None = None

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from stageflow.cli.common import RootOpt
+
 if TYPE_CHECKING:
     from stageflow.configmgr.generate import GenerateResult
     from stageflow.configmgr.validation import ValidationReport
@@ -23,10 +25,6 @@ config_app = typer.Typer(
     rich_markup_mode=None,
 )
 
-RootOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - Typer needs Optional on Python 3.11
-    typer.Option("--root", help="App root holding stageflow.yml (default: search upwards from here)."),
-]
 EnvArg = Annotated[str, typer.Argument(metavar="ENV", help="Environment name or alias, e.g. production or prod.")]
 EncryptOpt = Annotated[
     Optional[bool],  # noqa: UP045

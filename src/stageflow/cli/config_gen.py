@@ -11,13 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from stageflow.cli.common import RootOpt
+
 if TYPE_CHECKING:
     from stageflow.config.models import ProjectConfig
 
-RootOpt = Annotated[
-    Optional[Path],  # noqa: UP045 - Typer needs Optional on Python 3.11
-    typer.Option("--root", help="App root holding stageflow.yml (default: search upwards from here)."),
-]
 OutputOpt = Annotated[
     Optional[Path],  # noqa: UP045
     typer.Option("--output", "-o", help="Directory to write into (default: see the command's help)."),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from stageflow.cli.common import console, err_console, is_interactive, project_root
+from stageflow.cli.common import RootOpt, console, err_console, is_interactive, project_root
 
 if TYPE_CHECKING:
     from stageflow.deploy.pipeline import DeployReport
@@ -43,7 +43,6 @@ try:
 except ImportError:  # pragma: no cover - the configuration manager is optional during development
     pass
 
-RootOpt = Annotated[Optional[Path], typer.Option("--root", help="App root (holds stageflow.yml).")]  # noqa: UP045
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
