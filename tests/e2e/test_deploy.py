@@ -171,3 +171,17 @@ def test_rollback_restore_db_shows_what_is_lost_and_asks(practika: App) -> None:
     # a plain rollback never touches the database
     practika.sf("rollback", "dev")
     assert practika.status()["dev"]["release"] == v2
+
+
+def test_full_stops_at_the_first_failure(practika: App) -> None:
+    practika.sf("full")
+    before = {env: row["release"] for env, row in practika.status().items()}
+    practika.break_health()
+    failed = practika.sf("full", check=False)
+    assert failed.returncode == 1 and "health gate failed" in failed.stderr
+    after = practika.status()
+    assert {env: row["release"] for env, row in after.items()} == before
+    assert all(row["healthy"] for row in after.values())
+    history = json.loads(practika.sf("history", "--json").stdout)
+    assert history[0]["env"] == "dev" and history[0]["outcome"] == "failed"
+    assert [d["env"] for d in history[1:4]] == ["production", "staging", "dev"]  # the earlier, good promotion
