@@ -152,3 +152,12 @@ def test_approval_required_needs_yes_from_scripts(app: App) -> None:
 
 def test_rollback_without_previous_release(app: App) -> None:
     one_clear_line(run(app.root, "rollback", "staging"), 1, "no previous release")
+
+
+def test_version_and_unknown_command(tmp_path: Path) -> None:
+    from stageflow import __version__
+
+    ok = run(tmp_path, "--version")
+    assert ok.returncode == 0 and ok.stdout.strip() == f"stageflow {__version__}"
+    bad = run(tmp_path, "deploi", "dev")
+    assert bad.returncode == 2 and "No such command" in bad.stderr and "Traceback" not in bad.stderr

@@ -31,6 +31,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from stageflow import __version__
+
+        sys.stdout.write(f"stageflow {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Take a containerised web app from a commit to production and keep it healthy."""
+
+
 lock_app = typer.Typer(help="Inspect or release environment locks.", no_args_is_help=True)
 backup_app = typer.Typer(help="Database backups: list, create, restore, verify.", no_args_is_help=True)
 app.add_typer(lock_app, name="lock")
