@@ -161,3 +161,15 @@ def test_version_and_unknown_command(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.strip() == f"stageflow {__version__}"
     bad = run(tmp_path, "deploi", "dev")
     assert bad.returncode == 2 and "No such command" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_status_reports_one_broken_environment_without_hiding_the_others(app: App) -> None:
+    import json
+
+    (app.root / ".env.production").write_text('DEBUG="0"\n')
+    proc = run(app.root, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["env"]: r for r in json.loads(proc.stdout)}
+    assert rows["production"]["reason"].startswith("config error:") and "SECRET_KEY" in rows["production"]["reason"]
+    assert rows["dev"]["reason"] == "not deployed"
+    one_clear_line(run(app.root, "status", "production"), 2, "SECRET_KEY")

@@ -18,7 +18,7 @@ from stageflow.deploy.pipeline import (
     take_backup,
 )
 from stageflow.deploy.release import build_release, read_git, release_path, remove_release
-from stageflow.errors import OperationError, UsageError
+from stageflow.errors import ConfigError, OperationError, UsageError
 from stageflow.runtimes.local import LocalRuntime
 from stageflow.workspace import Workspace
 
@@ -171,10 +171,21 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
 
     config = load_project(ws.root)
     names = [resolve_env_name(config, env)] if env else list(config.environments)
-    contexts = {name: load_env_context(ws.root, name, environ) for name in names}
+    contexts: dict[str, EnvContext] = {}
+    broken: dict[str, str] = {}
+    for name in names:
+        try:
+            contexts[name] = load_env_context(ws.root, name, environ)
+        except ConfigError as exc:
+            # One environment's missing secret must not hide the others: report it in its row.
+            if env:
+                raise
+            broken[name] = f"config error: {exc}"
     states = {name: ws.store.env_state(name) for name in names}
 
     def probe(name: str) -> tuple[bool, str]:
+        if name in broken:
+            return False, broken[name]
         if not states[name].current_release:
             return False, "not deployed"
         return is_healthy(contexts[name], LocalRuntime(contexts[name], ws.runner))
@@ -184,16 +195,17 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
         health = dict(zip(names, pool.map(probe, names), strict=True))
     out = []
     for name in names:
-        ctx, st = contexts[name], states[name]
-        rt = LocalRuntime(ctx, ws.runner)
-        procs = len(rt.processes(st.color)) if st.color else 0
+        st = states[name]
+        ctx = contexts.get(name)
+        procs = len(LocalRuntime(ctx, ws.runner).processes(st.color)) if ctx and st.color else 0
         healthy, reason = health[name]
         row = ws.store.release(st.current_release) if st.current_release else None
         lock = read_lock(ws.store, name)
+        section = config.environments[name]
         out.append(EnvStatus(
-            name, st.current_release, row["commit_sha"] if row else None, healthy, reason, ctx.env.url,
-            ctx.env.runtime, st.deployed_at, st.previous_release, st.downtime, procs,
-            lock.describe() if lock else None,
+            name, st.current_release, row["commit_sha"] if row else None, healthy, reason,
+            ctx.env.url if ctx else section.url, section.runtime, st.deployed_at, st.previous_release,
+            st.downtime, procs, lock.describe() if lock else None,
         ))
     return out
 
