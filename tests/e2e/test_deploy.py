@@ -105,6 +105,14 @@ def test_without_nginx_deploy_is_stop_then_start_and_says_so(practika_no_nginx: 
     assert "downtime" in stop["detail"]
     assert dep["downtime"] == 1
     assert "downtime" in app.sf("status").stdout
+    # a broken release without a proxy: the old one is started again, and the record keeps the downtime
+    good = app.status()["dev"]["release"]
+    app.break_health()
+    assert app.sf("deploy", "dev", check=False).returncode == 1
+    failed = json.loads(app.sf("history", "dev", "--json").stdout)[0]
+    assert failed["outcome"] == "failed" and failed["downtime"] == 1
+    st = app.status()["dev"]
+    assert st["release"] == good and st["healthy"]
 
 
 def test_secrets_never_leak(practika: App) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
 from stageflow.deploy.pipeline import (
@@ -21,6 +21,9 @@ from stageflow.deploy.release import build_release, read_git, release_path, remo
 from stageflow.errors import ConfigError, OperationError, UsageError
 from stageflow.runtimes.local import LocalRuntime
 from stageflow.workspace import Workspace
+
+if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget, VerifyResult
 
 Confirm = Callable[[str], bool]
 
@@ -131,14 +134,19 @@ def _backup_before_current(ws: Workspace, env: str, current: str | None) -> Any:
     return recorded[0] if recorded else None
 
 
+def require_target(ctx: EnvContext) -> DatabaseTarget:
+    """The env's database, or OperationError for ``engine: none``."""
+    target = backup_target(ctx)
+    if target is None:
+        raise OperationError(f"{ctx.name} has no database (database.engine: none)")
+    return target
+
+
 def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
     """Restore ``path`` into the env's database."""
-    from stageflow.deploy.backup import DatabaseTarget, restore_backup
+    from stageflow.deploy.backup import restore_backup
 
-    target = backup_target(ctx)
-    if not isinstance(target, DatabaseTarget):
-        raise OperationError(f"{ctx.name} has no database to restore into")
-    restore_backup(target, path, runner=ws.runner)
+    restore_backup(require_target(ctx), path, runner=ws.runner)
 
 
 @dataclass(frozen=True)
@@ -317,16 +325,16 @@ def backup_restore(ws: Workspace, env: str, name: str | None, *, yes: bool, inte
     return path
 
 
-def backup_verify(ws: Workspace, env: str, name: str | None, environ: Mapping[str, str] | None = None) -> Any:
+def backup_verify(ws: Workspace, env: str, name: str | None,
+                  environ: Mapping[str, str] | None = None) -> VerifyResult:
     """Restore a backup into a scratch database and check it."""
     import tempfile
 
-    from stageflow.deploy.backup import DatabaseTarget, verify_backup
+    from stageflow.deploy.backup import verify_backup
 
     ctx = load_env_context(ws.root, env, environ)
     path = find_backup(ws, ctx, name)
-    target = backup_target(ctx)
-    assert isinstance(target, DatabaseTarget)
+    target = require_target(ctx)
     with tempfile.TemporaryDirectory(prefix="stageflow-verify-") as tmp:
         result = verify_backup(target, path, runner=ws.runner, scratch_dir=Path(tmp))
     ws.audit(ctx.name, "succeeded" if result.ok else "failed", f"verify {path.name}: {result.detail}")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stageflow.config.durations import format_duration
 from stageflow.config.loader import EnvContext
@@ -25,6 +26,9 @@ from stageflow.errors import OperationError, UsageError
 from stageflow.masking import masker
 from stageflow.runtimes.local import LocalRuntime, other_color
 from stageflow.workspace import Workspace
+
+if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget
 
 
 class StepFailed(OperationError):
@@ -113,7 +117,7 @@ class Deadline:
             raise StepFailed(f"global deadline of {self.seconds:.0f}s exceeded before {before}")
 
 
-def backup_target(ctx: EnvContext) -> object | None:
+def backup_target(ctx: EnvContext) -> DatabaseTarget | None:
     """The backup module's DatabaseTarget for this environment (None for ``engine: none``)."""
     from stageflow.deploy.backup import DatabaseTarget
 
@@ -138,12 +142,11 @@ def take_backup(ws: Workspace, ctx: EnvContext, dep_id: int | None) -> str:
     """Back up the env's database, record it, apply retention; return a one-line detail."""
     from datetime import UTC, datetime
 
-    from stageflow.deploy.backup import DatabaseTarget, create_backup, database_exists, prune_backups
+    from stageflow.deploy.backup import create_backup, database_exists, prune_backups
 
     target = backup_target(ctx)
     if target is None:
         return "skipped: database engine is none"
-    assert isinstance(target, DatabaseTarget)
     runner = ws.runner
     if not database_exists(target, runner):
         return f"skipped: no database yet ({target.describe()})"
@@ -183,10 +186,9 @@ def check_database(ws: Workspace, ctx: EnvContext) -> pf.Check:
             return pf.Check("database", "fail", f"{parent} is not writable for the SQLite database")
         return pf.Check("database", "pass", f"SQLite at {p}" + ("" if p.exists() else " (created by the release)"))
     from stageflow.commands.postgres import pg_env, psql_command
-    from stageflow.deploy.backup import DatabaseTarget
 
     target = backup_target(ctx)
-    assert isinstance(target, DatabaseTarget)
+    assert target is not None  # engine is postgres here
     r = ws.runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
     if not r.ok:
         return pf.Check("database", "fail", f"{target.describe()} unreachable: {r.brief(200)}")

@@ -50,13 +50,14 @@ def check_config(ctx: EnvContext, runner: Runner | None = None) -> Check:
         n = len(report.errors) - 1
         more = f" (+{n} more: stageflow config validate {ctx.name})" if n else ""
         return Check("config", "fail", f"{first.key}: {first.message}; fix: {first.fix}{more}")
-    for key, value in ctx.app_vars.items():
+    # validate reads the env file; stageflow.yml's `variables` reach the app too and are checked here.
+    where = f"environments.{ctx.name}.variables"
+    for key, value in ctx.env.variables.items():
         low = value.strip().lower()
         if any(p in low for p in PLACEHOLDERS):
-            return Check("config", "fail", f"{key} in {ctx.env_file.name} holds a placeholder value; set a real one"
-                         " (stageflow config generate " + ctx.name + ")")
+            return Check("config", "fail", f"{where}.{key} holds a placeholder value; set a real one")
         if is_secret_name(key) and not value.strip():
-            return Check("config", "fail", f"{key} in {ctx.env_file.name} is empty")
+            return Check("config", "fail", f"{where}.{key} is empty")
     n = len(ctx.app_vars)
     if report.warnings:
         w = report.warnings[0]

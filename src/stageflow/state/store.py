@@ -200,10 +200,10 @@ class Store:
             db.execute("UPDATE deployments SET release_id=? WHERE id=?", (release_id, dep_id))
 
     def finish_deployment(self, dep_id: int, outcome: str, error: str | None = None, downtime: bool = False) -> None:
-        """Close a deployment record."""
+        """Close a deployment record; a record is closed once (the first, most specific outcome wins)."""
         with self.tx() as db:
             db.execute(
-                "UPDATE deployments SET finished_at=?, outcome=?, error=?, downtime=? WHERE id=?",
+                "UPDATE deployments SET finished_at=?, outcome=?, error=?, downtime=? WHERE id=? AND outcome='running'",
                 (utcnow(), outcome, masker.mask(error) if error else None, int(downtime), dep_id),
             )
 
