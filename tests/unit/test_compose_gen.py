@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
+from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from stageflow.config.loader import load_project
@@ -32,7 +33,7 @@ def doc_for(project: tuple[Path, ProjectConfig], env: str, **kw: Any) -> dict[st
 
 
 def test_file_names_follow_the_seed() -> None:
-    config = ProjectConfig.model_validate(PRACTIKA)
+    config = TypeAdapter(ProjectConfig).validate_python(PRACTIKA)
     assert compose_filename(config, "production") == "docker-compose.prod.yml"
     assert compose_filename(config, "staging") == "docker-compose.staging.yml"
     assert compose_filename(config, "dev") == "docker-compose.dev.yml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,74 @@ def test_real_http_probe_reasons(server: int) -> None:
         port = s.getsockname()[1]
     refused = http_probe(f"http://127.0.0.1:{port}/", 200, 2)
     assert refused.reason == "connection refused"
+
+
+def _serve_raw(reply: bytes | None, *, close: bool) -> tuple[int, threading.Event]:
+    """A one-connection TCP server answering ``reply`` (None: never answers)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(4096)
+        if reply is not None:
+            conn.sendall(reply)
+        if close:
+            conn.close()
+        done.wait(10)
+        conn.close()
+        srv.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv.getsockname()[1], done
+
+
+def test_probe_returns_at_content_length_even_when_the_server_keeps_the_connection() -> None:
+    port, done = _serve_raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n{}", close=False)
+    try:
+        p = http_probe(f"http://127.0.0.1:{port}/health/", 200, 5)
+        assert p.ok and p.seconds < 2, p
+    finally:
+        done.set()
+
+
+def test_probe_names_a_silent_server_and_a_non_http_one() -> None:
+    port, done = _serve_raw(None, close=False)
+    try:
+        p = http_probe(f"http://127.0.0.1:{port}/", 200, 0.5)
+        assert not p.ok and p.reason == "timeout after 0.5s" and p.seconds < 2
+    finally:
+        done.set()
+    port, done = _serve_raw(b"SSH-2.0-OpenSSH_9.2\r\n", close=True)
+    try:
+        p = http_probe(f"http://127.0.0.1:{port}/", 200, 2)
+        assert not p.ok and p.reason.startswith("not an HTTP response: 'SSH-2.0"), p
+    finally:
+        done.set()
+
+
+def test_probe_over_tls_trusts_only_the_given_certificate(tmp_path: Path) -> None:
+    import ssl
+
+    from stageflow.runtimes.local import _self_signed
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    _self_signed(cert, key, "127.0.0.1")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        assert http_probe(f"https://127.0.0.1:{port}/ok", 200, 5, cafile=cert).ok
+        bad = http_probe(f"https://127.0.0.1:{port}/health", 200, 5, cafile=cert)
+        assert bad.reason.startswith("HTTP 503 (expected 200)") and "db down" in bad.reason
+        untrusted = http_probe(f"https://127.0.0.1:{port}/ok", 200, 5)
+        assert not untrusted.ok and "CERTIFICATE_VERIFY_FAILED" in untrusted.reason, untrusted
+    finally:
+        srv.shutdown()

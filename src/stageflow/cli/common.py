@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -52,3 +53,12 @@ def project_root(root: Path | None) -> Path:
 def is_interactive() -> bool:
     """True when a person can answer a prompt."""
     return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def columns(rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns two spaces apart, the last one unpadded (``docker ps`` style)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip() + "\n"
+        for row in rows
+    )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from stageflow.cli.common import RootOpt, console, err_console, is_interactive, project_root
+from stageflow.cli.common import RootOpt, columns, console, err_console, is_interactive, project_root
 
 if TYPE_CHECKING:
     from stageflow.deploy.pipeline import DeployReport
@@ -54,12 +54,9 @@ backup_app = typer.Typer(help="Database backups: list, create, restore, verify."
 app.add_typer(lock_app, name="lock")
 app.add_typer(backup_app, name="backup")
 
-try:
-    from stageflow.cli.config_cmd import config_app  # type: ignore[import-not-found,unused-ignore]
+from stageflow.cli.config_cmd import config_app  # noqa: E402
 
-    app.add_typer(config_app, name="config")
-except ImportError:  # pragma: no cover - the configuration manager is optional during development
-    pass
+app.add_typer(config_app, name="config")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
@@ -153,7 +150,7 @@ def full_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt 
 def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
                as_json: JsonOpt = False) -> None:
     """What runs where, and whether it is healthy."""
-    from stageflow.deploy.operations import status
+    from stageflow.deploy.status import status
     from stageflow.state.store import dumps
 
     ws = _ws(root)
@@ -164,18 +161,22 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
     if as_json:
         sys.stdout.write(dumps([r.as_dict() for r in rows]) + "\n")
         return
-    from rich.table import Table
-
-    t = Table("env", "release", "health", "url", "runtime", "deployed", "notes")
+    table = [("ENV", "RELEASE", "HEALTH", "URL", "RUNTIME", "DEPLOYED", "NOTES")]
     for r in rows:
         health = "healthy" if r.healthy else ("-" if r.release is None else f"UNHEALTHY: {r.reason}")
+        if r.reason.startswith("config error"):
+            health = r.reason
         notes = []
         if r.downtime:
             notes.append("last deploy had downtime (no nginx)")
         if r.locked_by:
             notes.append(f"locked by {r.locked_by}")
-        t.add_row(r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19], "; ".join(notes))
-    console().print(t)
+        table.append((r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19],
+                      "; ".join(notes)))
+    # Plain columns like `docker ps`: greppable, and no Rich import for the command people loop on.
+    from stageflow.masking import masker
+
+    sys.stdout.write(masker.mask(columns(table)))
 
 
 @app.command("rollback")
@@ -377,6 +378,7 @@ def run() -> None:
     """Console-script entry point: one clear line and an exit code instead of a traceback."""
     from stageflow.errors import StageflowError
 
+    _build_only(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         app()
     except SystemExit as done:
@@ -397,6 +399,22 @@ def run() -> None:
         )
         sys.exit(1)
     _exit_now(0)
+
+
+def _build_only(name: str) -> None:
+    """Keep only the invoked command (or group) registered on the app.
+
+    Typer turns every registered command into a Click command on each start, inspecting every
+    signature (~40 ms for this CLI); a run needs one. Options (``--help``, ``--version``) and
+    unknown names keep the whole tree, so help and "No such command" look as usual.
+    """
+    if not name or name.startswith("-"):
+        return
+    commands = [c for c in app.registered_commands if c.name == name]
+    groups = [g for g in app.registered_groups if g.name == name]
+    if commands or groups:
+        app.registered_commands = commands
+        app.registered_groups = groups
 
 
 def _exit_now(code: object) -> None:

@@ -1,22 +1,31 @@
-"""Load ``stageflow.yml``: YAML → ``${VAR}`` interpolation → pydantic, with key-path errors."""
+"""Load ``stageflow.yml``: YAML → pydantic (or the validated cache) → ``${VAR}`` per environment.
+
+Errors name the file, the key path and what is expected. The project is validated once with its
+references unresolved; an environment's context then substitutes that environment's variables into
+the validated sections and re-runs the checks that let references through.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import yaml
-from pydantic import ValidationError
-
+from stageflow.config import cache, models
+from stageflow.config.checks import Check
 from stageflow.config.envfile import read_env_file
 from stageflow.config.models import NAME_RE, Database, Environment, ProjectConfig
 from stageflow.errors import ConfigError, UsageError
 from stageflow.masking import is_secret_name, masker
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 PROJECT_FILE = "stageflow.yml"
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -34,31 +43,18 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
-_yaml_cache: dict[tuple[Path, int], dict[str, Any]] = {}
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import copy
-
+def _read_bytes(path: Path) -> bytes:
     try:
-        key = (path.resolve(), path.stat().st_mtime_ns)
-    except FileNotFoundError:
-        key = (path, -1)
-    if key in _yaml_cache:
-        # Callers interpolate in place of a copy; the cache must stay pristine.
-        return copy.deepcopy(_yaml_cache[key])
-    data = _parse_yaml(path)
-    _yaml_cache[key] = copy.deepcopy(data)
-    return data
-
-
-def _parse_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found", hint="run from the app's root, or pass --root DIR") from exc
+
+
+def _parse_yaml(path: Path, text: bytes) -> dict[str, Any]:
+    import yaml
+
     try:
-        # libyaml's loader when present: the pure-Python one dominates `status` otherwise.
+        # libyaml's loader when present: the pure-Python one is several times slower.
         data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -80,47 +76,122 @@ def _keypath(loc: tuple[int | str, ...]) -> str:
     return "".join(parts) or "(top level)"
 
 
+_adapter: TypeAdapter[ProjectConfig] | None = None
+_UNKNOWN = {"extra_forbidden", "unexpected_keyword_argument"}
+_MISSING = {"missing", "missing_keyword_only_argument", "missing_argument"}
+
+
 def _validate(path: Path, data: dict[str, Any]) -> ProjectConfig:
+    global _adapter
+    from pydantic import TypeAdapter, ValidationError
+
+    if _adapter is None:
+        _adapter = TypeAdapter(ProjectConfig)
     try:
-        return ProjectConfig.model_validate(data)
+        return _adapter.validate_python(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] in _UNKNOWN:
             msg = "unknown key (check the spelling; see the README for the schema)"
-        elif err["type"] == "missing":
+        elif err["type"] in _MISSING:
             msg = "required key is missing"
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         raise ConfigError(f"{path}: {_keypath(loc)}: {msg}{more}") from None
 
 
-def _interpolate(value: Any, variables: Mapping[str, str], where: str, missing: list[tuple[str, str]]) -> Any:
-    if isinstance(value, str):
+def _substitute(text: str, variables: Mapping[str, str], where: str, missing: list[tuple[str, str]]) -> str:
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name, default = m.group(1), m.group(2)
+        if name in variables and variables[name] != "":
+            return variables[name]
+        if default is not None:
+            return default
+        missing.append((where, name))
+        return ""
 
-        def sub(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            name, default = m.group(1), m.group(2)
-            if name in variables and variables[name] != "":
-                return variables[name]
-            if default is not None:
-                return default
-            missing.append((where, name))
-            return ""
+    return _REF.sub(sub, text)
 
-        return _REF.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _interpolate(v, variables, f"{where}.{k}" if where else str(k), missing) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, variables, f"{where}[{i}]", missing) for i, v in enumerate(value)]
-    return value
+
+_rechecks: dict[type, dict[str, list[Check]]] = {}
+
+
+def _checks_to_rerun(cls: type) -> dict[str, list[Check]]:
+    found = _rechecks.get(cls)
+    if found is None:
+        hints = typing.get_type_hints(cls, vars(models), include_extras=True)
+        found = _rechecks[cls] = {
+            name: [m for m in getattr(tp, "__metadata__", ()) if isinstance(m, Check) and m.recheck]
+            for name, tp in hints.items()
+        }
+    return found
+
+
+class _Interpolation:
+    """Substitutes ``${VAR}`` in every string of a validated config tree, collecting what is missing."""
+
+    def __init__(self, path: Path, variables: Mapping[str, str]) -> None:
+        self.path = path
+        self.variables = variables
+        self.missing: list[tuple[str, str]] = []
+
+    def value(self, value: Any, where: str) -> Any:
+        if isinstance(value, str):
+            return _substitute(value, self.variables, where, self.missing) if "$" in value else value
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return self.section(value, where)
+        if isinstance(value, list | tuple):
+            items = [self.value(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return value if all(a is b for a, b in zip(items, value, strict=True)) else type(value)(items)
+        if isinstance(value, dict):
+            new = {k: self.value(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+            return value if all(new[k] is value[k] for k in value) else new
+        return value
+
+    def section(self, obj: Any, where: str, only: Mapping[str, str] | None = None) -> Any:
+        changes: dict[str, Any] = {}
+        rerun = _checks_to_rerun(type(obj))
+        for f in dataclasses.fields(obj):
+            key = f"{where}.{f.name}" if where else f.name
+            old = getattr(obj, f.name)
+            if only is not None and f.name in only:
+                # Only this environment's section: the others may use variables it does not define.
+                env = only[f.name]
+                new = {**old, env: self.section(old[env], f"{key}.{env}")}
+            else:
+                new = self.value(old, key)
+            if new is old:
+                continue
+            for check in rerun.get(f.name, ()):
+                try:
+                    new = check.fn(new)
+                except ValueError as exc:
+                    raise ConfigError(f"{self.path}: {key}: {exc}") from None
+            changes[f.name] = new
+        return dataclasses.replace(obj, **changes) if changes else obj
+
+
+_memo: dict[str, ProjectConfig] = {}
 
 
 def load_project(root: Path) -> ProjectConfig:
-    """Validate ``root/stageflow.yml`` without resolving ``${VAR}`` references."""
+    """Validate ``root/stageflow.yml`` without resolving ``${VAR}`` references.
+
+    Served from the validated-config cache when the file is unchanged (see :mod:`.cache`).
+    """
     path = root / PROJECT_FILE
-    return _validate(path, _read_yaml(path))
+    text = _read_bytes(path)
+    key = cache.cache_key(text)
+    state_dir = root / ".stageflow"
+    config = _memo.get(key) or cache.load(state_dir, key)
+    if config is None:
+        config = _validate(path, _parse_yaml(path, text))
+        cache.store(state_dir, key, config)
+    _memo[key] = config
+    return config
 
 
 def resolve_env_name(config: ProjectConfig, name: str) -> str:
@@ -160,8 +231,8 @@ class EnvContext:
         """The database in force for this environment, placeholders filled."""
         db = self.config.database_for(self.name)
         fill = {"env": self.name, "project": self.config.project}
-        return db.model_copy(
-            update={"name": db.name.format(**fill), "user": db.user.format(**fill), "path": db.path.format(**fill)}
+        return dataclasses.replace(
+            db, name=db.name.format(**fill), user=db.user.format(**fill), path=db.path.format(**fill)
         )
 
     @property
@@ -204,28 +275,21 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
     """
     environ = os.environ if environ is None else environ
     path = root / PROJECT_FILE
-    raw = _read_yaml(path)
-    base = _validate(path, raw)
+    base = load_project(root)
     name = resolve_env_name(base, env_name)
     env_file = root / (base.environments[name].env_file or f".env.{name}")
     file_vars = read_env_file(env_file, environ=environ)
     for key in list(file_vars):
         if key in environ:
             file_vars[key] = environ[key]
-    variables = {**environ, **file_vars}
-    # Other environments' sections may reference variables this one does not define.
-    missing: list[tuple[str, str]] = []
-    data = _interpolate({k: v for k, v in raw.items() if k != "environments"}, variables, "", missing)
-    envs = dict(raw["environments"])
-    envs[name] = _interpolate(envs[name], variables, f"environments.{name}", missing)
-    data["environments"] = envs
-    if missing:
-        where, var = missing[0]
+    interpolation = _Interpolation(path, {**environ, **file_vars})
+    config: ProjectConfig = interpolation.section(base, "", only={"environments": name})
+    if interpolation.missing:
+        where, var = interpolation.missing[0]
         raise ConfigError(
             f"{path}: {where}: variable ${{{var}}} is not set",
             hint=f"set it in the shell or in {env_file.name}",
         )
-    config = _validate(path, data)
     ctx_env = config.environments[name]
     app_vars = dict(file_vars)
     app_vars.update(ctx_env.variables)

@@ -1,69 +1,74 @@
-"""pydantic models, one per section of ``stageflow.yml``.
+"""The sections of ``stageflow.yml``: frozen dataclasses that pydantic validates.
 
-Unknown keys are rejected everywhere (``extra="forbid"``) so a typo is an error, not a silent
-default. Strings may still hold ``${VAR}`` references here: they are resolved per environment by
-:mod:`stageflow.config.loader`, and validators leave such strings alone.
+They are plain dataclasses, not ``BaseModel``s, so that reading a validated config back from the
+cache (:mod:`stageflow.config.cache`) costs no pydantic import; pydantic builds its validator only
+when a file actually changed. Unknown keys are rejected everywhere (``extra="forbid"``) so a typo is
+an error, not a silent default. Strings may still hold ``${VAR}`` references here: they are resolved
+per environment by :mod:`stageflow.config.loader`, and checks marked ``recheck`` run again then.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from stageflow.config.checks import Bounds, Check
 from stageflow.config.durations import Duration
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+Port = Annotated[int, Bounds(ge=1, le=65535)]
+Replicas = Annotated[int, Bounds(ge=1, le=50)]
+Percent = Annotated[float, Bounds(ge=0, le=100)]
 
 
 def _has_ref(value: str) -> bool:
     return "${" in value
 
 
-class Strict(BaseModel):
-    """Base for every section: unknown keys are errors."""
+class Strict:
+    """Base for every section: unknown keys are errors (read by pydantic when it validates)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __pydantic_config__: ClassVar[dict[str, Any]] = {"extra": "forbid"}
 
 
+def _health_path(v: str) -> str:
+    if not v.startswith("/"):
+        raise ValueError("must start with '/', like /health/")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
 class HealthCheck(Strict):
     """HTTP health gate of a web service."""
 
-    path: str = "/health/"
-    expect: int = Field(200, ge=100, le=599)
+    path: Annotated[str, Check(_health_path)] = "/health/"
+    expect: Annotated[int, Bounds(ge=100, le=599)] = 200
     timeout: Duration = 5.0
     interval: Duration = 1.0
     deadline: Duration = 60.0
 
-    @field_validator("path")
-    @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("must start with '/', like /health/")
-        return v
 
-
+@dataclass(frozen=True, kw_only=True)
 class Service(Strict):
     """One process type of the app (web backend, worker...)."""
 
     build: str | None = "."
     image: str | None = None
     command: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
+    port: Port | None = None
     release: str | None = None
     health: HealthCheck | None = None
-    replicas: int = Field(1, ge=1, le=50)
+    replicas: Replicas = 1
     healthcheck: str | None = None
 
-    @model_validator(mode="after")
-    def _web_needs_health(self) -> Service:
+    def __post_init__(self) -> None:
         if self.port is not None and self.health is None:
             object.__setattr__(self, "health", HealthCheck())
-        return self
 
 
+@dataclass(frozen=True, kw_only=True)
 class Database(Strict):
     """The app's database. ``name`` and ``path`` may use ``{env}`` and ``{project}``."""
 
@@ -77,6 +82,7 @@ class Database(Strict):
     image: str = "postgres:16"
 
 
+@dataclass(frozen=True, kw_only=True)
 class Cache(Strict):
     """Optional cache; ``url`` is passed to the app as REDIS_URL when set."""
 
@@ -85,6 +91,7 @@ class Cache(Strict):
     image: str = "redis:7"
 
 
+@dataclass(frozen=True, kw_only=True)
 class Nginx(Strict):
     """The proxy that makes local cutovers zero-downtime."""
 
@@ -100,6 +107,7 @@ DEFAULT_PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=()"
 )
 
+@dataclass(frozen=True, kw_only=True)
 class Proxy(Strict):
     """Per-environment reverse-proxy settings (proposed ``environments.<env>.proxy``).
 
@@ -113,13 +121,13 @@ class Proxy(Strict):
     key: str | None = None
     chain: str | None = None
     resolvers: list[str] | None = None
-    allow: list[str] = Field(default_factory=list)
+    allow: list[str] = field(default_factory=list)
     basic_auth: bool | None = None
     basic_auth_user: str | None = None
-    admin_paths: list[str] = Field(default_factory=lambda: ["/admin/"])
+    admin_paths: list[str] = field(default_factory=lambda: ["/admin/"])
     admin_allow: list[str] | None = None
-    login_paths: list[str] = Field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
-    api_paths: list[str] = Field(default_factory=lambda: ["/api/"])
+    login_paths: list[str] = field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
+    api_paths: list[str] = field(default_factory=lambda: ["/api/"])
     client_max_body_size: str = "10m"
     static_url: str = "/static/"
     static_root: str | None = None
@@ -129,55 +137,53 @@ class Proxy(Strict):
     permissions_policy: str = DEFAULT_PERMISSIONS_POLICY
 
 
+def _env_url(v: str) -> str:
+    if _has_ref(v):
+        return v
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL like http://127.0.0.1:8001")
+    return v.rstrip("/")
+
+
+def _aliases(v: list[str]) -> list[str]:
+    for a in v:
+        if not NAME_RE.match(a):
+            raise ValueError(f"alias {a!r} must be lowercase letters, digits, '-' or '_'")
+    return v
+
+
+def _app_ports(v: tuple[int, int] | None) -> tuple[int, int] | None:
+    if v is None:
+        return v
+    if v[0] == v[1] or not all(1 <= p <= 65535 for p in v):
+        raise ValueError("needs two different ports between 1 and 65535")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
 class Environment(Strict):
     """One deployment target (dev, staging, production...)."""
 
     runtime: Literal["local", "compose"] = "local"
-    url: str
-    aliases: list[str] = Field(default_factory=list)
+    url: Annotated[str, Check(_env_url, recheck=True)]
+    aliases: Annotated[list[str], Check(_aliases)] = field(default_factory=list)
     require_clean_git: bool | None = None
     approval: Literal["auto", "required"] = "auto"
-    app_ports: tuple[int, int] | None = None
-    variables: dict[str, str] = Field(default_factory=dict)
-    required: list[str] = Field(default_factory=list)
+    app_ports: Annotated[tuple[int, int] | None, Check(_app_ports)] = None
+    variables: dict[str, str] = field(default_factory=dict)
+    required: list[str] = field(default_factory=list)
     env_file: str | None = None
     database: Database | None = None
     docker_host: str | None = None
-    replicas: int = Field(1, ge=1, le=50)
+    replicas: Replicas = 1
     deadline: Duration = 900.0
     watch: Duration = 3.0
     drain: Duration = 10.0
-    skip_checks: list[str] = Field(default_factory=list)
+    skip_checks: list[str] = field(default_factory=list)
     proxy: Proxy | None = None
-    images: dict[str, str] = Field(default_factory=dict)
+    images: dict[str, str] = field(default_factory=dict)
     hot_reload: bool | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if _has_ref(v):
-            return v
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL like http://127.0.0.1:8001")
-        return v.rstrip("/")
-
-    @field_validator("aliases")
-    @classmethod
-    def _aliases(cls, v: list[str]) -> list[str]:
-        for a in v:
-            if not NAME_RE.match(a):
-                raise ValueError(f"alias {a!r} must be lowercase letters, digits, '-' or '_'")
-        return v
-
-    @field_validator("app_ports")
-    @classmethod
-    def _ports(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is None:
-            return v
-        if v[0] == v[1] or not all(1 <= p <= 65535 for p in v):
-            raise ValueError("needs two different ports between 1 and 65535")
-        return v
 
     @property
     def url_port(self) -> int:
@@ -186,40 +192,45 @@ class Environment(Strict):
         return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+@dataclass(frozen=True, kw_only=True)
 class Backups(Strict):
     """Backups taken before every deploy."""
 
-    keep: int = Field(10, ge=1, le=1000)
+    keep: Annotated[int, Bounds(ge=1, le=1000)] = 10
     format: Literal["plain", "custom"] = "plain"
     dir: str = ".stageflow/backups"
-    min_free_mb: int = Field(100, ge=0)
+    min_free_mb: Annotated[int, Bounds(ge=0)] = 100
 
 
+@dataclass(frozen=True, kw_only=True)
 class Releases(Strict):
     """Release directories kept per environment."""
 
-    keep: int = Field(5, ge=2, le=1000)
+    keep: Annotated[int, Bounds(ge=2, le=1000)] = 5
     requirements: str = "requirements.txt"
     venv_dir: str = ".stageflow/venvs/{env}"
 
 
+@dataclass(frozen=True, kw_only=True)
 class Thresholds(Strict):
     """Monitoring thresholds (percent, milliseconds)."""
 
-    cpu: float = Field(80, ge=0, le=100)
-    memory: float = Field(85, ge=0, le=100)
-    disk: float = Field(90, ge=0, le=100)
-    response_time_ms: float = Field(2000, gt=0)
-    error_rate: float = Field(5, ge=0, le=100)
+    cpu: Percent = 80.0
+    memory: Percent = 85.0
+    disk: Percent = 90.0
+    response_time_ms: Annotated[float, Bounds(gt=0)] = 2000.0
+    error_rate: Percent = 5.0
 
 
+@dataclass(frozen=True, kw_only=True)
 class Monitoring(Strict):
     """Monitoring settings."""
 
     interval: Duration = 60.0
-    thresholds: Thresholds = Field(default_factory=Thresholds)
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
+@dataclass(frozen=True, kw_only=True)
 class SlackAlerts(Strict):
     """Slack incoming-webhook target."""
 
@@ -227,77 +238,75 @@ class SlackAlerts(Strict):
     channel: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
 class WebhookAlerts(Strict):
     """Generic JSON webhook target."""
 
     url: str
 
 
+@dataclass(frozen=True, kw_only=True)
 class Alerts(Strict):
     """Where alerts go."""
 
     slack: SlackAlerts | None = None
-    webhooks: list[WebhookAlerts] = Field(default_factory=list)
+    webhooks: list[WebhookAlerts] = field(default_factory=list)
 
 
+def _project_name(v: str) -> str:
+    if not NAME_RE.match(v):
+        raise ValueError("must be lowercase letters, digits, '-' or '_', starting with a letter")
+    return v
+
+
+def _services(v: dict[str, Service]) -> dict[str, Service]:
+    if not v:
+        raise ValueError("needs at least one service")
+    for name in v:
+        if not NAME_RE.match(name):
+            raise ValueError(f"service name {name!r} must be lowercase letters, digits, '-' or '_'")
+    if sum(1 for s in v.values() if s.port is not None) != 1:
+        raise ValueError("exactly one service must have a port (the web service)")
+    return v
+
+
+def _environments(v: dict[str, Environment]) -> dict[str, Environment]:
+    if not v:
+        raise ValueError("needs at least one environment")
+    seen: dict[str, str] = {}
+    for name, env in v.items():
+        if not NAME_RE.match(name):
+            raise ValueError(f"environment name {name!r} must be lowercase letters, digits, '-' or '_'")
+        for key in (name, *env.aliases):
+            if key in seen and seen[key] != name:
+                raise ValueError(f"name {key!r} is used by both {seen[key]!r} and {name!r}")
+            seen[key] = name
+    return v
+
+
+@dataclass(frozen=True, kw_only=True)
 class ProjectConfig(Strict):
     """The whole ``stageflow.yml``."""
 
-    project: str
-    services: dict[str, Service]
-    database: Database = Field(default_factory=Database)
+    project: Annotated[str, Check(_project_name)]
+    services: Annotated[dict[str, Service], Check(_services)]
+    database: Database = field(default_factory=Database)
     cache: Cache | None = None
-    environments: dict[str, Environment]
+    environments: Annotated[dict[str, Environment], Check(_environments)]
     promotion: list[str] | None = None
-    backups: Backups = Field(default_factory=Backups)
-    releases: Releases = Field(default_factory=Releases)
-    nginx: Nginx = Field(default_factory=Nginx)
-    monitoring: Monitoring = Field(default_factory=Monitoring)
-    alerts: Alerts = Field(default_factory=Alerts)
+    backups: Backups = field(default_factory=Backups)
+    releases: Releases = field(default_factory=Releases)
+    nginx: Nginx = field(default_factory=Nginx)
+    monitoring: Monitoring = field(default_factory=Monitoring)
+    alerts: Alerts = field(default_factory=Alerts)
 
-    @field_validator("project")
-    @classmethod
-    def _project(cls, v: str) -> str:
-        if not NAME_RE.match(v):
-            raise ValueError("must be lowercase letters, digits, '-' or '_', starting with a letter")
-        return v
-
-    @field_validator("services")
-    @classmethod
-    def _services(cls, v: dict[str, Service]) -> dict[str, Service]:
-        if not v:
-            raise ValueError("needs at least one service")
-        for name in v:
-            if not NAME_RE.match(name):
-                raise ValueError(f"service name {name!r} must be lowercase letters, digits, '-' or '_'")
-        if sum(1 for s in v.values() if s.port is not None) != 1:
-            raise ValueError("exactly one service must have a port (the web service)")
-        return v
-
-    @field_validator("environments")
-    @classmethod
-    def _envs(cls, v: dict[str, Environment]) -> dict[str, Environment]:
-        if not v:
-            raise ValueError("needs at least one environment")
-        seen: dict[str, str] = {}
-        for name, env in v.items():
-            if not NAME_RE.match(name):
-                raise ValueError(f"environment name {name!r} must be lowercase letters, digits, '-' or '_'")
-            for key in (name, *env.aliases):
-                if key in seen and seen[key] != name:
-                    raise ValueError(f"name {key!r} is used by both {seen[key]!r} and {name!r}")
-                seen[key] = name
-        return v
-
-    @model_validator(mode="after")
-    def _promotion(self) -> ProjectConfig:
+    def __post_init__(self) -> None:
         if self.promotion is not None:
             for name in self.promotion:
                 if name not in self.environments:
                     raise ValueError(
                         f"promotion: {name!r} is not an environment (known: {', '.join(self.environments)})"
                     )
-        return self
 
     @property
     def promotion_order(self) -> list[str]:

@@ -22,6 +22,7 @@ Other values are quoted with the ``q`` filter when they may hold spaces, ``#`` o
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -182,7 +183,7 @@ def template_context(config: ProjectConfig, env: str, template: TemplateRef) -> 
         "origin": origin,
         "allowed_hosts": ",".join(hosts),
         "is_production": env == "production",
-        "database": db.model_copy(update={"name": db.name.format(**fill), "user": db.user.format(**fill)}),
+        "database": dataclasses.replace(db, name=db.name.format(**fill), user=db.user.format(**fill)),
         "db_password_var": _db_password_var(db.engine, db.password),
         "cache_engine": cache_engine,
         "cache_url": cache.url if cache else None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +13,10 @@ from stageflow.deploy.pipeline import (
     backup_target,
     backups_dir,
     deploy_env,
-    is_healthy,
     take_backup,
 )
 from stageflow.deploy.release import build_release, read_git, release_path, remove_release
-from stageflow.errors import ConfigError, OperationError, UsageError
+from stageflow.errors import OperationError, UsageError
 from stageflow.runtimes.local import LocalRuntime
 from stageflow.workspace import Workspace
 
@@ -147,75 +145,6 @@ def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
     from stageflow.deploy.backup import restore_backup
 
     restore_backup(require_target(ctx), path, runner=ws.runner)
-
-
-@dataclass(frozen=True)
-class EnvStatus:
-    """One row of ``status``."""
-
-    env: str
-    release: str | None
-    commit: str | None
-    healthy: bool
-    reason: str
-    url: str
-    runtime: str
-    deployed_at: str | None
-    previous: str | None
-    downtime: bool
-    processes: int
-    locked_by: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return dict(self.__dict__)
-
-
-def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | None = None) -> list[EnvStatus]:
-    """State of every (or one) environment, with a live health probe."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from stageflow.deploy.lock import read_lock
-
-    config = load_project(ws.root)
-    names = [resolve_env_name(config, env)] if env else list(config.environments)
-    contexts: dict[str, EnvContext] = {}
-    broken: dict[str, str] = {}
-    for name in names:
-        try:
-            contexts[name] = load_env_context(ws.root, name, environ)
-        except ConfigError as exc:
-            # One environment's missing secret must not hide the others: report it in its row.
-            if env:
-                raise
-            broken[name] = f"config error: {exc}"
-    states = {name: ws.store.env_state(name) for name in names}
-
-    def probe(name: str) -> tuple[bool, str]:
-        if name in broken:
-            return False, broken[name]
-        if not states[name].current_release:
-            return False, "not deployed"
-        return is_healthy(contexts[name], LocalRuntime(contexts[name], ws.runner))
-
-    # Probes wait on the network: run them side by side so status costs one probe, not one per env.
-    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
-        health = dict(zip(names, pool.map(probe, names), strict=True))
-    out = []
-    for name in names:
-        st = states[name]
-        ctx = contexts.get(name)
-        procs = len(LocalRuntime(ctx, ws.runner).processes(st.color)) if ctx and st.color else 0
-        healthy, reason = health[name]
-        row = ws.store.release(st.current_release) if st.current_release else None
-        lock = read_lock(ws.store, name)
-        section = config.environments[name]
-        out.append(EnvStatus(
-            name, st.current_release, row["commit_sha"] if row else None, healthy, reason,
-            ctx.env.url if ctx else section.url, section.runtime, st.deployed_at, st.previous_release,
-            st.downtime, procs, lock.describe() if lock else None,
-        ))
-    return out
 
 
 def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:

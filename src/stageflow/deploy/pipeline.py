@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 from stageflow.config.durations import format_duration
 from stageflow.config.loader import EnvContext
 from stageflow.deploy import preflight as pf
-from stageflow.deploy.health import Prober, http_probe, wait_healthy, watch
+from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
+from stageflow.deploy.probe import probe_url, proxy_prober, svc_health
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
 from stageflow.errors import OperationError, UsageError
 from stageflow.masking import masker
@@ -273,12 +274,6 @@ def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: st
     return steps
 
 
-def svc_health(ctx: EnvContext) -> str:
-    """Health path of the web service."""
-    health = ctx.config.web_service[1].health
-    return health.path if health else "/"
-
-
 def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: str | None = None,
                facts: GitFacts | None = None) -> DeployReport:
     """Deploy ``release`` (or a new release of HEAD) to ``ctx``'s environment."""
@@ -478,24 +473,3 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
     note = " (with downtime: no nginx)" if downtime else ""
     ws.log.write(f"[{ctx.name}] deployed {release} → {ctx.env.url}{note}")
     return DeployReport(ctx.name, release, "succeeded", dep_id, downtime)
-
-
-def probe_url(ctx: EnvContext, rt: LocalRuntime) -> str:
-    """The health URL through the proxy (https when the env's URL is), on the address it listens on."""
-    scheme = "https" if rt.https and rt.nginx_binary else "http"
-    return f"{scheme}://{rt.listen_host}:{ctx.env.url_port}{svc_health(ctx)}"
-
-
-def proxy_prober(rt: LocalRuntime) -> Prober:
-    """A prober that trusts the certificate the proxy serves."""
-    if not (rt.https and rt.nginx_binary):
-        return http_probe
-    cert = rt.tls_files()[0]
-    return lambda url, expect, timeout: http_probe(url, expect, timeout, cafile=cert)
-
-
-def is_healthy(ctx: EnvContext, rt: LocalRuntime, timeout: float = 2.0) -> tuple[bool, str]:
-    """One quick probe of the env."""
-    health = ctx.config.web_service[1].health
-    p = proxy_prober(rt)(probe_url(ctx, rt), health.expect if health else 200, timeout)
-    return p.ok, p.reason

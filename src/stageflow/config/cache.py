@@ -1,0 +1,104 @@
+"""Validated-config cache: the last validated ``stageflow.yml`` as JSON, keyed by its exact bytes.
+
+Validating needs pydantic, whose import and schema build cost ~300 ms, more than the whole start-up
+budget of a read-only command such as ``stageflow status``. The file rarely changes between two
+commands, so the validated result is kept in ``.stageflow/cache/config.json`` (0600: the YAML may
+hold inline secrets) and rebuilt into the dataclasses without pydantic. The key covers the file's
+bytes and the schema's source files, so an edit to either is a miss; a damaged cache is a miss too.
+``${VAR}`` references are stored unresolved: no value from an env file or the shell is ever cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from stageflow.config import checks, durations, models
+
+T = TypeVar("T")
+CACHE_FILE = Path("cache") / "config.json"
+_hints: dict[type, dict[str, Any]] = {}
+
+
+def _schema_fingerprint() -> str:
+    """Changes whenever the package or any file defining the schema changes."""
+    from stageflow import __version__
+
+    parts = [__version__]
+    for mod in (models, durations, checks):
+        st = os.stat(mod.__file__ or "")
+        parts.append(f"{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def cache_key(text: bytes) -> str:
+    """Key for a project file with these bytes under the current schema."""
+    h = hashlib.sha256(_schema_fingerprint().encode())
+    h.update(b"\0")
+    h.update(text)
+    return h.hexdigest()
+
+
+def load(state_dir: Path, key: str) -> models.ProjectConfig | None:
+    """The cached config for ``key``, or None (absent, stale or unreadable)."""
+    try:
+        doc = json.loads((state_dir / CACHE_FILE).read_text(encoding="utf-8"))
+        if doc.get("key") != key:
+            return None
+        config: models.ProjectConfig = decode(models.ProjectConfig, doc["config"])
+        return config
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def store(state_dir: Path, key: str, config: models.ProjectConfig) -> None:
+    """Write the cache atomically; only into an existing state directory (never create one)."""
+    if not state_dir.is_dir():
+        return
+    path = state_dir / CACHE_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"key": key, "config": dataclasses.asdict(config)}, fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        # A cache that cannot be written only costs speed.
+        tmp.unlink(missing_ok=True)
+
+
+def decode(tp: Any, value: Any) -> Any:
+    """Rebuild a value of type ``tp`` from its ``dataclasses.asdict`` JSON form (no validation)."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        hints = _hints.get(tp)
+        if hints is None:
+            hints = _hints[tp] = typing.get_type_hints(tp, vars(models))
+        return tp(**{f.name: decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.init})
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            return None
+        for arg in get_args(tp):
+            if arg is not type(None) and (dataclasses.is_dataclass(arg) or get_origin(arg) is not None):
+                return decode(arg, value)
+        return value
+    if origin is list:
+        (item,) = get_args(tp)
+        return [decode(item, v) for v in value]
+    if origin is tuple:
+        return tuple(decode(a, v) for a, v in zip(get_args(tp), value, strict=True))
+    if origin is dict:
+        _, item = get_args(tp)
+        return {k: decode(item, v) for k, v in value.items()}
+    if origin is Literal or tp in (str, int, bool) or tp is Any:
+        return value
+    if tp is float:
+        return float(value)
+    raise TypeError(f"cannot decode {tp!r}")

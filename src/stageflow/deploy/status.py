@@ -1,0 +1,101 @@
+"""``stageflow status``: what runs where, and whether it is healthy.
+
+Kept apart from the deploy pipeline so that this read-only command imports only what it uses: it
+is the command people run in loops and scripts, and its start-up time is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
+from stageflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from stageflow.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class EnvStatus:
+    """One row of ``status``."""
+
+    env: str
+    release: str | None
+    commit: str | None
+    healthy: bool
+    reason: str
+    url: str
+    runtime: str
+    deployed_at: str | None
+    previous: str | None
+    downtime: bool
+    processes: int
+    locked_by: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return dict(self.__dict__)
+
+
+def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | None = None) -> list[EnvStatus]:
+    """State of every (or one) environment, with a live health probe."""
+    import threading
+
+    from stageflow.deploy.lock import read_lock
+    from stageflow.deploy.probe import is_healthy
+    from stageflow.runtimes.local import LocalRuntime
+
+    config = load_project(ws.root)
+    names = [resolve_env_name(config, env)] if env else list(config.environments)
+    contexts: dict[str, EnvContext] = {}
+    health: dict[str, tuple[bool, str]] = {}
+    for name in names:
+        try:
+            contexts[name] = load_env_context(ws.root, name, environ)
+        except ConfigError as exc:
+            # One environment's missing secret must not hide the others: report it in its row.
+            if env:
+                raise
+            health[name] = (False, f"config error: {exc}")
+    states = {name: ws.store.env_state(name) for name in names}
+
+    def probe(name: str) -> None:
+        try:
+            health[name] = is_healthy(contexts[name], LocalRuntime(contexts[name], ws.runner))
+        except Exception as exc:
+            # A probe that breaks is a row that says so, not a crash of the whole command.
+            health[name] = (False, f"probe failed: {type(exc).__name__}: {exc}")
+
+    # Probes wait on the network: start them first, side by side, and read the rest meanwhile.
+    probes = []
+    for name in names:
+        if name in health:
+            continue
+        if not states[name].current_release:
+            health[name] = (False, "not deployed")
+            continue
+        t = threading.Thread(target=probe, args=(name,), name=f"probe-{name}", daemon=True)
+        t.start()
+        probes.append(t)
+    rows = []
+    for name in names:
+        st = states[name]
+        ctx = contexts.get(name)
+        procs = len(LocalRuntime(ctx, ws.runner).processes(st.color)) if ctx and st.color else 0
+        release = ws.store.release(st.current_release) if st.current_release else None
+        lock = read_lock(ws.store, name)
+        rows.append((name, st, ctx, procs, release, lock))
+    for t in probes:
+        t.join()
+    out = []
+    for name, st, ctx, procs, release, lock in rows:
+        healthy, reason = health[name]
+        section = config.environments[name]
+        out.append(EnvStatus(
+            name, st.current_release, release["commit_sha"] if release else None, healthy, reason,
+            ctx.env.url if ctx else section.url, section.runtime, st.deployed_at, st.previous_release,
+            st.downtime, procs, lock.describe() if lock else None,
+        ))
+    return out
