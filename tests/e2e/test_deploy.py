@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
-from tests.support.app import App
+from tests.support.app import ENVS, App
 
 pytestmark = pytest.mark.e2e
 
@@ -43,6 +45,25 @@ def test_full_promotes_one_release_and_history_has_timed_steps(practika: App) ->
     audit = json.loads(practika.sf("history", "--audit", "--json").stdout)
     assert any(e["command"].endswith("full") and e["outcome"] == "succeeded" for e in audit)
     assert all(e["actor"] and e["host"] for e in audit)
+    # The human form: one line per env, plain columns, every env healthy on the same release.
+    lines = practika.sf("status").stdout.splitlines()
+    assert lines[0].split() == ["ENV", "RELEASE", "HEALTH", "URL", "RUNTIME", "DEPLOYED", "NOTES"]
+    assert [ln.split()[:3] for ln in lines[1:]] == [[env, release, "healthy"] for env in ENVS]
+    # The command people loop on reads the validated-config cache and /proc: none of these load.
+    code = (
+        "import sys\n"
+        "import stageflow.cli.main as m\n"
+        "heavy = ('pydantic', 'yaml', 'rich', 'psutil', 'http.client', 'cryptography', 'jinja2', 'httpx')\n"
+        "def report(code):\n"
+        "    sys.stdout.flush()\n"
+        "    print('HEAVY', ','.join(x for x in heavy if x in sys.modules), 'EXIT', code)\n"
+        "m._exit_now = report\n"
+        "sys.argv = ['stageflow', 'status']\n"
+        "m.run()\n"
+    )
+    probe = subprocess.run([sys.executable, "-c", code], cwd=practika.root, capture_output=True, text=True,
+                           timeout=60)
+    assert probe.stdout.splitlines()[-1] == "HEAVY  EXIT 0", probe.stdout + probe.stderr
 
 
 def test_broken_release_keeps_previous_serving_in_production(practika: App) -> None:

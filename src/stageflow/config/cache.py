@@ -15,15 +15,13 @@ import hashlib
 import json
 import os
 import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from stageflow.config import checks, durations, models
 
 T = TypeVar("T")
 CACHE_FILE = Path("cache") / "config.json"
-_hints: dict[type, dict[str, Any]] = {}
 
 
 def _schema_fingerprint() -> str:
@@ -77,11 +75,11 @@ def store(state_dir: Path, key: str, config: models.ProjectConfig) -> None:
 def decode(tp: Any, value: Any) -> Any:
     """Rebuild a value of type ``tp`` from its ``dataclasses.asdict`` JSON form (no validation)."""
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        hints = _hints.get(tp)
-        if hints is None:
-            hints = _hints[tp] = typing.get_type_hints(tp, vars(models))
+        hints = models.field_types(tp)
         return tp(**{f.name: decode(hints[f.name], value[f.name]) for f in dataclasses.fields(tp) if f.init})
     origin = get_origin(tp)
+    if origin is Annotated:
+        return decode(get_args(tp)[0], value)
     if origin in (Union, types.UnionType):
         if value is None:
             return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +121,9 @@ _rechecks: dict[type, dict[str, list[Check]]] = {}
 def _checks_to_rerun(cls: type) -> dict[str, list[Check]]:
     found = _rechecks.get(cls)
     if found is None:
-        hints = typing.get_type_hints(cls, vars(models), include_extras=True)
         found = _rechecks[cls] = {
             name: [m for m in getattr(tp, "__metadata__", ()) if isinstance(m, Check) and m.recheck]
-            for name, tp in hints.items()
+            for name, tp in models.field_types(cls).items()
         }
     return found
 

@@ -10,6 +10,7 @@ per environment by :mod:`stageflow.config.loader`, and checks marked ``recheck``
 from __future__ import annotations
 
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -21,6 +22,17 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 Port = Annotated[int, Bounds(ge=1, le=65535)]
 Replicas = Annotated[int, Bounds(ge=1, le=50)]
 Percent = Annotated[float, Bounds(ge=0, le=100)]
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved field annotations of a section, ``Annotated`` metadata kept; computed once per class."""
+    found = _field_types.get(cls)
+    if found is None:
+        found = _field_types[cls] = typing.get_type_hints(cls, include_extras=True)
+    return found
+
+
+_field_types: dict[type, dict[str, Any]] = {}
 
 
 def _has_ref(value: str) -> bool:

@@ -27,7 +27,7 @@ def proxy_prober(rt: LocalRuntime) -> Prober:
     """A prober that trusts the certificate the proxy serves."""
     if not (rt.https and rt.nginx_binary):
         return http_probe
-    cert = rt.tls_files()[0]
+    cert = rt.tls_paths()[0]
     return lambda url, expect, timeout: http_probe(url, expect, timeout, cafile=cert)
 
 

@@ -126,11 +126,11 @@ class LocalRuntime:
         """True when the env's URL is https: the proxy terminates TLS."""
         return urlsplit(self.ctx.env.url).scheme == "https"
 
-    def tls_files(self) -> tuple[Path, Path]:
-        """Certificate and key the proxy serves: TLS_CERT_FILE/TLS_KEY_FILE, else a self-signed pair.
+    def tls_paths(self) -> tuple[Path, Path]:
+        """Certificate and key the proxy serves: TLS_CERT_FILE/TLS_KEY_FILE, else the self-signed pair.
 
-        A self-signed certificate is only made for loopback URLs (a local rehearsal of production);
-        a real host must name its certificate.
+        Creates nothing: probes trust exactly the certificate being served. A self-signed pair is
+        only for loopback URLs (a local rehearsal of production); a real host must name its own.
         """
         cert, key = self.ctx.app_vars.get("TLS_CERT_FILE", ""), self.ctx.app_vars.get("TLS_KEY_FILE", "")
         if cert and key:
@@ -142,9 +142,13 @@ class LocalRuntime:
                 hint=f"set TLS_CERT_FILE and TLS_KEY_FILE in {self.ctx.env_file.name}",
             )
         d = self.ctx.state_dir / "tls" / self.env
-        cert_p, key_p = d / "cert.pem", d / "key.pem"
-        if not _cert_fresh(cert_p):
-            _self_signed(cert_p, key_p, host)
+        return d / "cert.pem", d / "key.pem"
+
+    def tls_files(self) -> tuple[Path, Path]:
+        """:meth:`tls_paths`, (re)making the self-signed pair first when it is missing or near expiry."""
+        cert_p, key_p = self.tls_paths()
+        if cert_p.parent == self.ctx.state_dir / "tls" / self.env and not _cert_fresh(cert_p):
+            _self_signed(cert_p, key_p, urlsplit(self.ctx.env.url).hostname or "127.0.0.1")
         return cert_p, key_p
 
     def _nginx_conf(self) -> Path:
