@@ -67,6 +67,7 @@ def project(tmp_path: Path, text: str, *, state: bool = True) -> Path:
     if state:
         (tmp_path / ".stageflow").mkdir()
     loader._memo.clear()
+    loader._unsaved.clear()
     return tmp_path
 
 
@@ -125,6 +126,10 @@ def test_no_state_directory_is_created_for_the_cache(tmp_path: Path) -> None:
     root = project(tmp_path, BASE, state=False)
     cold(root)
     assert not (root / ".stageflow").exists()
+    # A deploy creates it after loading the config: the same process saves on its next load.
+    (root / ".stageflow").mkdir()
+    load_project(root)
+    assert (root / ".stageflow/cache/config.json").is_file()
 
 
 def test_the_schema_is_part_of_the_key() -> None:

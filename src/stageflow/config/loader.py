@@ -173,6 +173,7 @@ class _Interpolation:
 
 
 _memo: dict[str, ProjectConfig] = {}
+_unsaved: set[str] = set()
 
 
 def load_project(root: Path) -> ProjectConfig:
@@ -187,7 +188,11 @@ def load_project(root: Path) -> ProjectConfig:
     config = _memo.get(key) or cache.load(state_dir, key)
     if config is None:
         config = _validate(path, _parse_yaml(path, text))
+        _unsaved.add(key)
+    if key in _unsaved and state_dir.is_dir():
+        # The first command of a project validates before it creates .stageflow: save on the next load.
         cache.store(state_dir, key, config)
+        _unsaved.discard(key)
     _memo[key] = config
     return config
 
