@@ -1,6 +1,6 @@
 """The ``stageflow`` command. Parses arguments, calls one use case, renders the result.
 
-Heavy modules (Rich, httpx, pydantic models, the pipeline) are imported inside the commands so that
+Heavy modules (Rich, pydantic, the pipeline) are imported inside the commands so that
 ``stageflow --help`` stays fast.
 """
 
