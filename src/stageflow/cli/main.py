@@ -151,6 +151,7 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
                as_json: JsonOpt = False) -> None:
     """What runs where, and whether it is healthy."""
     from stageflow.deploy.status import status
+    from stageflow.masking import masker
     from stageflow.state.store import dumps
 
     ws = _ws(root)
@@ -158,8 +159,9 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
         rows = status(ws, env)
     finally:
         ws.close()
+    # Reasons quote the app's own answers: mask what it should not have said, like every output.
     if as_json:
-        sys.stdout.write(dumps([r.as_dict() for r in rows]) + "\n")
+        sys.stdout.write(masker.mask(dumps([r.as_dict() for r in rows])) + "\n")
         return
     table = [("ENV", "RELEASE", "HEALTH", "URL", "RUNTIME", "DEPLOYED", "NOTES")]
     for r in rows:
@@ -174,8 +176,6 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
         table.append((r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19],
                       "; ".join(notes)))
     # Plain columns like `docker ps`: greppable, and no Rich import for the command people loop on.
-    from stageflow.masking import masker
-
     sys.stdout.write(masker.mask(columns(table)))
 
 

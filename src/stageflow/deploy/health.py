@@ -45,7 +45,8 @@ def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = N
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    request = (f"GET {target} HTTP/1.0\r\nHost: {parts.netloc}\r\nUser-Agent: stageflow-health\r\n"
+    authority = parts.netloc.rpartition("@")[2]  # never send credentials from the URL
+    request = (f"GET {target} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: stageflow-health\r\n"
                "Accept: */*\r\nConnection: close\r\n\r\n").encode()
     start = time.monotonic()
     deadline = start + timeout
