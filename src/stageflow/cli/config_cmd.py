@@ -152,9 +152,7 @@ def validate_command(
         raise typer.Exit(1)
 
 
-try:  # compose and nginx generation live in a colleague's module
-    from stageflow.cli import config_gen
+# `config compose` and `config nginx` live in their own module.
+from stageflow.cli import config_gen  # noqa: E402
 
-    config_gen.register(config_app)
-except ImportError:  # pragma: no cover - before that module exists
-    pass
+config_gen.register(config_app)
