@@ -214,3 +214,22 @@ def test_full_stops_at_the_first_failure(practika: App) -> None:
     history = json.loads(practika.sf("history", "--json").stdout)
     assert history[0]["env"] == "dev" and history[0]["outcome"] == "failed"
     assert [d["env"] for d in history[1:4]] == ["production", "staging", "dev"]  # the earlier, good promotion
+
+
+def test_down_stops_the_env_and_status_says_so(practika: App) -> None:
+    import httpx
+
+    practika.sf("deploy", "dev")
+    release = practika.status()["dev"]["release"]
+    assert practika.instance_processes()
+    practika.sf("down", "dev")
+    assert practika.instance_processes() == []
+    with pytest.raises(httpx.ConnectError):
+        practika.get("dev")  # the env's nginx is gone too
+    row = practika.status()["dev"]
+    assert row["release"] is None and row["previous"] == release and row["healthy"] is False
+    assert row["reason"].startswith("stopped at ") and row["deployed_at"] is None and row["processes"] == 0
+    line = next(ln for ln in practika.sf("status").stdout.splitlines() if ln.startswith("dev "))
+    assert line.split()[2] == "stopped" and release in line
+    practika.sf("deploy", "dev")
+    assert practika.status()["dev"]["healthy"] is True

@@ -165,10 +165,17 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
         return
     table = [("ENV", "RELEASE", "HEALTH", "URL", "RUNTIME", "DEPLOYED", "NOTES")]
     for r in rows:
-        health = "healthy" if r.healthy else ("-" if r.release is None else f"UNHEALTHY: {r.reason}")
-        if r.reason.startswith("config error"):
-            health = r.reason
         notes = []
+        if r.healthy:
+            health = "healthy"
+        elif r.reason.startswith("config error"):
+            health = r.reason
+        elif r.release is None:
+            health = "stopped" if r.previous else "-"
+            if r.previous:
+                notes.append(r.reason)
+        else:
+            health = f"UNHEALTHY: {r.reason}"
         if r.downtime:
             notes.append("last deploy had downtime (no nginx)")
         if r.locked_by:

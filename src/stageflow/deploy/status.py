@@ -73,8 +73,11 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
     for name in names:
         if name in health:
             continue
-        if not states[name].current_release:
-            health[name] = (False, "not deployed")
+        st = states[name]
+        if not st.current_release:
+            # After `stageflow down` the previous release is kept, and the state's time is the stop.
+            stopped = f"stopped at {(st.deployed_at or '?')[:19]}; last release {st.previous_release}"
+            health[name] = (False, stopped if st.previous_release else "not deployed")
             continue
         t = threading.Thread(target=probe, args=(name,), name=f"probe-{name}", daemon=True)
         t.start()
@@ -95,7 +98,8 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
         section = config.environments[name]
         out.append(EnvStatus(
             name, st.current_release, release["commit_sha"] if release else None, healthy, reason,
-            ctx.env.url if ctx else section.url, section.runtime, st.deployed_at, st.previous_release,
+            ctx.env.url if ctx else section.url, section.runtime,
+            st.deployed_at if st.current_release else None, st.previous_release,
             st.downtime, procs, lock.describe() if lock else None,
         ))
     return out
