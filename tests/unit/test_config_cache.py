@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stageflow.config import cache, loader
 from stageflow.config.loader import load_env_context, load_project
@@ -169,3 +171,73 @@ def test_a_cache_hit_imports_neither_pydantic_nor_yaml(tmp_path: Path) -> None:
     (root / "stageflow.yml").write_text(FULL + "\n# edited\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "shop ['pydantic', 'yaml']"
+
+
+# --- property: whatever validates, the cache gives back exactly ------------------------------------
+
+_names = st.from_regex(r"[a-z][a-z0-9_-]{0,8}", fullmatch=True)
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_duration = st.one_of(st.integers(0, 10_000), st.floats(0, 1e4, allow_nan=False),
+                      st.sampled_from(["30s", "250ms", "5m", "1h", "1.5s"]))
+
+
+def _optional(**fields: st.SearchStrategy[object]) -> st.SearchStrategy[dict[str, object]]:
+    """A mapping holding any subset of ``fields``."""
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+_health = _optional(path=st.just("/") | st.from_regex(r"/[a-z/]{0,10}", fullmatch=True),
+                    expect=st.integers(100, 599), timeout=_duration, interval=_duration, deadline=_duration)
+_database = _optional(engine=st.sampled_from(["postgres", "sqlite", "none"]), name=_text, user=_text,
+                      password=st.none() | _text, port=st.integers(1, 65535) | _text, path=_text)
+_proxy = _optional(domain=st.none() | _text, tls=st.none() | st.booleans(), allow=st.lists(_text, max_size=2),
+                   admin_paths=st.lists(_text, max_size=2), basic_auth=st.none() | st.booleans())
+_environment = st.fixed_dictionaries(
+    {"url": st.sampled_from(["http://127.0.0.1:8001", "https://shop.example.com/", "${URL}"])},
+    optional={
+        "runtime": st.sampled_from(["local", "compose"]),
+        "require_clean_git": st.none() | st.booleans(),
+        "approval": st.sampled_from(["auto", "required"]),
+        "app_ports": st.none() | st.tuples(st.integers(1, 30000), st.integers(30001, 65535)),
+        "variables": st.dictionaries(st.from_regex(r"[A-Z]{1,6}", fullmatch=True), _text, max_size=3),
+        "required": st.lists(_text, max_size=2),
+        "database": st.none() | _database,
+        "replicas": st.integers(1, 50),
+        "watch": _duration,
+        "proxy": st.none() | _proxy,
+        "images": st.dictionaries(_names, _text, max_size=2),
+        "hot_reload": st.none() | st.booleans(),
+    },
+)
+_config = st.fixed_dictionaries(
+    {
+        "project": _names,
+        "services": st.fixed_dictionaries(
+            {"web": _optional(command=_text, release=st.none() | _text, health=st.none() | _health,
+                              replicas=st.integers(1, 50)).map(lambda s: {**s, "port": 8000})},
+            optional={"worker": _optional(command=_text, replicas=st.integers(1, 50))},
+        ),
+        "environments": st.dictionaries(_names, _environment, min_size=1, max_size=3),
+    },
+    optional={
+        "database": _database,
+        "cache": st.none() | _optional(engine=st.sampled_from(["redis", "none"]), url=st.none() | _text),
+        "backups": _optional(keep=st.integers(1, 1000), format=st.sampled_from(["plain", "custom"])),
+        "releases": _optional(keep=st.integers(2, 1000), venv_dir=_text),
+        "monitoring": _optional(interval=_duration,
+                                thresholds=_optional(cpu=st.floats(0, 100), disk=st.integers(0, 100))),
+        "alerts": _optional(slack=st.none() | st.fixed_dictionaries({"webhook": _text}),
+                            webhooks=st.lists(st.fixed_dictionaries({"url": _text}), max_size=2)),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_config)
+def test_any_valid_config_comes_back_from_the_cache_unchanged(data: dict[str, object]) -> None:
+    validated = loader._validate(Path("stageflow.yml"), json.loads(json.dumps(data)))
+    round_trip = cache.decode(ProjectConfig, json.loads(json.dumps(dataclasses.asdict(validated))))
+    assert round_trip == validated
+    assert [type(e.app_ports) for e in round_trip.environments.values()] == [
+        type(e.app_ports) for e in validated.environments.values()
+    ]
