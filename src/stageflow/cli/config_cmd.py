@@ -66,6 +66,31 @@ def _show_result(res: GenerateResult, root: Path) -> None:
         _print(f"  {note}", style="cyan")
 
 
+def _record(results: list[GenerateResult], root: Path) -> None:
+    """Audit trail and workflow log for env files that changed: which keys and what happened, no values.
+
+    Who generated or rotated a secret, and when, is what an audit needs; the values never go there.
+    """
+    changed = [r for r in results if r.written]
+    if not changed:
+        return
+    from stageflow.workspace import Workspace
+
+    ws = Workspace(root)
+    try:
+        for res in changed:
+            acted = [f"{o.key} {o.status}" for o in res.outcomes if o.secret and o.status != "kept"]
+            others = sum(1 for o in res.outcomes if not o.secret and o.status != "kept")
+            if others:
+                acted.append(f"{others} other key(s) set")
+            detail = f"{'created' if res.created else 'updated'} {res.path.name}" + (
+                f": {', '.join(acted)}" if acted else "")
+            ws.log.write(f"config {res.env}: {detail}")
+            ws.audit(res.env, "succeeded", detail)
+    finally:
+        ws.close()
+
+
 @config_app.command("setup")
 def setup_command(root: RootOpt = None, encrypt: EncryptOpt = None) -> None:
     """Create or update the env file of every environment (.env.<env>, mode 0600), secrets included.
@@ -79,6 +104,7 @@ def setup_command(root: RootOpt = None, encrypt: EncryptOpt = None) -> None:
     result = setup_envs(app_root, encrypt=encrypt)
     for res in result.results:
         _show_result(res, app_root)
+    _record(result.results, app_root)
     if result.gitignore_added:
         _print(f".gitignore: added {', '.join(result.gitignore_added)}")
 
@@ -109,6 +135,7 @@ def generate_command(
     app_root = project_root(root)
     res = generate_env(app_root, env, template=template, rotate=rotate or (), encrypt=encrypt)
     _show_result(res, app_root)
+    _record([res], app_root)
 
 
 def _show_report(report: ValidationReport, root: Path) -> None:
