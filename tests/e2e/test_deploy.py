@@ -233,3 +233,30 @@ def test_down_stops_the_env_and_status_says_so(practika: App) -> None:
     assert line.split()[2] == "stopped" and release in line
     practika.sf("deploy", "dev")
     assert practika.status()["dev"]["healthy"] is True
+
+
+def test_a_crashed_app_is_restarted_by_its_supervisor(practika: App) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    practika.sf("deploy", "dev")
+    release = practika.status()["dev"]["release"]
+    pid_file = next((practika.root / ".stageflow/run/dev").glob("backend-*.json"))
+    supervisor = psutil.Process(json.loads(pid_file.read_text())["pid"])
+    master = supervisor.children()[0]
+    assert "gunicorn" in " ".join(master.cmdline())
+    time.sleep(10.5)  # past the supervisor's grace period: a death now is a crash, not a failed start
+    master.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = practika.status()["dev"]
+        if row["healthy"] and all(p.pid != master.pid for p in supervisor.children()):
+            break
+        time.sleep(0.3)
+    assert row["healthy"] is True and row["release"] == release and row["processes"] == 1, row
+    log = (practika.root / ".stageflow/run/dev/logs").glob("backend-*.log")
+    assert any("exited with signal SIGKILL" in p.read_text() for p in log)
+    practika.sf("down", "dev")
+    assert practika.instance_processes() == []

@@ -339,8 +339,11 @@ http {{
             with open(log_path, "ab") as log:
                 log.write(f"--- {release} starting as {color} ---\n".encode())
                 log.flush()
+                # Under a supervisor that restarts the service if it dies after starting well.
+                # -I: the app's variables (PYTHONPATH…) must not reach stageflow's own interpreter.
                 proc = subprocess.Popen(
-                    ["/bin/sh", "-c", f"exec {cmd}"], cwd=release_dir,
+                    [sys.executable, "-I", "-m", "stageflow.runtimes.supervise", "--",
+                     "/bin/sh", "-c", f"exec {cmd}"], cwd=release_dir,
                     env=self.process_env(release, color, port, venv), stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 )
