@@ -117,8 +117,9 @@ def test_a_damaged_or_foreign_cache_is_a_miss(tmp_path: Path) -> None:
     root = project(tmp_path, BASE)
     good = cold(root)
     path = root / ".stageflow/cache/config.json"
-    for junk in ("{not json", json.dumps({"key": json.loads(path.read_text())["key"], "config": {"project": 1}}),
-                 json.dumps({"key": "other", "config": {}})):
+    doc = json.loads(path.read_text())
+    for junk in ("{not json", json.dumps({**doc, "config": {"project": 1}}), json.dumps({**doc, "source": "x"}),
+                 "[]"):
         path.write_text(junk)
         assert cold(root) == good
     assert json.loads(path.read_text())["config"]["project"] == "shop"  # rewritten by the last miss
@@ -134,10 +135,16 @@ def test_no_state_directory_is_created_for_the_cache(tmp_path: Path) -> None:
     assert (root / ".stageflow/cache/config.json").is_file()
 
 
-def test_the_schema_is_part_of_the_key() -> None:
-    assert cache.cache_key(b"x") == cache.cache_key(b"x") != cache.cache_key(b"y")
+def test_the_schema_is_part_of_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path, BASE)
+    good = cold(root)
     fingerprint = cache._schema_fingerprint()
-    assert "|" in fingerprint and fingerprint.count("|") == 3  # version + models, durations, checks
+    assert fingerprint.count("|") == 3  # version + models, durations, checks
+    # Another stageflow (or an edited schema) does not trust this cache: it validates again.
+    monkeypatch.setattr(cache, "_schema_fingerprint", lambda: fingerprint + "-other")
+    assert cache.load(root / ".stageflow", (root / "stageflow.yml").read_bytes()) is None
+    assert cold(root) == good
+    assert json.loads((root / ".stageflow/cache/config.json").read_text())["schema"].endswith("-other")
 
 
 def test_variables_are_substituted_per_environment(tmp_path: Path) -> None:

@@ -3,15 +3,15 @@
 Validating needs pydantic, whose import and schema build cost ~300 ms, more than the whole start-up
 budget of a read-only command such as ``stageflow status``. The file rarely changes between two
 commands, so the validated result is kept in ``.stageflow/cache/config.json`` (0600: the YAML may
-hold inline secrets) and rebuilt into the dataclasses without pydantic. The key covers the file's
-bytes and the schema's source files, so an edit to either is a miss; a damaged cache is a miss too.
+hold inline secrets) and rebuilt into the dataclasses without pydantic. It is used only for the very
+bytes it was validated from (kept in the file and compared, not hashed: no collision, and no
+hashlib import) under the same schema, so an edit to either is a miss; a damaged cache is a miss too.
 ``${VAR}`` references are stored unresolved: no value from an env file or the shell is ever cached.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import types
@@ -35,19 +35,11 @@ def _schema_fingerprint() -> str:
     return "|".join(parts)
 
 
-def cache_key(text: bytes) -> str:
-    """Key for a project file with these bytes under the current schema."""
-    h = hashlib.sha256(_schema_fingerprint().encode())
-    h.update(b"\0")
-    h.update(text)
-    return h.hexdigest()
-
-
-def load(state_dir: Path, key: str) -> models.ProjectConfig | None:
-    """The cached config for ``key``, or None (absent, stale or unreadable)."""
+def load(state_dir: Path, source: bytes) -> models.ProjectConfig | None:
+    """The config validated from exactly ``source`` under this schema, or None (absent, stale, unreadable)."""
     try:
         doc = json.loads((state_dir / CACHE_FILE).read_text(encoding="utf-8"))
-        if doc.get("key") != key:
+        if doc.get("schema") != _schema_fingerprint() or doc.get("source") != source.decode("latin-1"):
             return None
         config: models.ProjectConfig = decode(models.ProjectConfig, doc["config"])
         return config
@@ -55,17 +47,18 @@ def load(state_dir: Path, key: str) -> models.ProjectConfig | None:
         return None
 
 
-def store(state_dir: Path, key: str, config: models.ProjectConfig) -> None:
+def store(state_dir: Path, source: bytes, config: models.ProjectConfig) -> None:
     """Write the cache atomically; only into an existing state directory (never create one)."""
     if not state_dir.is_dir():
         return
     path = state_dir / CACHE_FILE
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    doc = {"schema": _schema_fingerprint(), "source": source.decode("latin-1"), "config": dataclasses.asdict(config)}
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"key": key, "config": dataclasses.asdict(config)}, fh, separators=(",", ":"))
+            json.dump(doc, fh, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError:
         # A cache that cannot be written only costs speed.

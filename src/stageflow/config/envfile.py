@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,6 +297,8 @@ def write_env_text(
 
         token = encrypt_text(text, environ=os.environ if environ is None else environ)
         text = f"{ENCRYPTED_HEADER}\n{token}\n"
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

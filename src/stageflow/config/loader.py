@@ -172,8 +172,8 @@ class _Interpolation:
         return dataclasses.replace(obj, **changes) if changes else obj
 
 
-_memo: dict[str, ProjectConfig] = {}
-_unsaved: set[str] = set()
+_memo: dict[bytes, ProjectConfig] = {}
+_unsaved: set[bytes] = set()
 
 
 def load_project(root: Path) -> ProjectConfig:
@@ -183,17 +183,16 @@ def load_project(root: Path) -> ProjectConfig:
     """
     path = root / PROJECT_FILE
     text = _read_bytes(path)
-    key = cache.cache_key(text)
     state_dir = root / ".stageflow"
-    config = _memo.get(key) or cache.load(state_dir, key)
+    config = _memo.get(text) or cache.load(state_dir, text)
     if config is None:
         config = _validate(path, _parse_yaml(path, text))
-        _unsaved.add(key)
-    if key in _unsaved and state_dir.is_dir():
+        _unsaved.add(text)
+    if text in _unsaved and state_dir.is_dir():
         # The first command of a project validates before it creates .stageflow: save on the next load.
-        cache.store(state_dir, key, config)
-        _unsaved.discard(key)
-    _memo[key] = config
+        cache.store(state_dir, text, config)
+        _unsaved.discard(text)
+    _memo[text] = config
     return config
 
 

@@ -14,7 +14,6 @@ which is how orphans of a killed deploy are found and stopped.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import json
 import os
@@ -46,6 +45,8 @@ def other_color(color: str | None) -> str:
 def file_hash(path: Path) -> str | None:
     """sha256 of a file, None when absent."""
     try:
+        import hashlib  # not at the top: `status` never hashes, and OpenSSL's set-up costs ~5 ms
+
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         return None
