@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import psutil
 import pytest
 
 from tests.support.app import App, wait_for
@@ -139,3 +140,33 @@ def test_second_concurrent_deploy_is_refused_with_holder_details(practika: App) 
     assert "locked by" in second.stderr and f"pid {first.pid}" in second.stderr and "since" in second.stderr
     assert first.wait(timeout=240) == 0
     assert practika.status()["dev"]["healthy"]
+
+
+def _nginx_processes(practika: App, env: str) -> list[psutil.Process]:
+    here = str(practika.root / ".stageflow" / "nginx" / env)
+    found = []
+    for p in psutil.process_iter(["name", "cwd", "status"]):
+        if p.info["name"] == "nginx" and p.info["cwd"] == here and p.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(p)
+    return found
+
+
+def test_kill_9_of_the_nginx_master_next_deploy_and_down_recover(practika: App) -> None:
+    practika.sf("deploy", "dev")
+    master = int((practika.root / ".stageflow/nginx/dev/nginx.pid").read_text())
+    os.kill(master, signal.SIGKILL)
+    # Its workers outlive it and keep serving the release; status still sees it healthy.
+    assert wait_for(lambda: all(p.pid != master for p in _nginx_processes(practika, "dev")), timeout=10)
+    assert _nginx_processes(practika, "dev")
+    assert practika.status()["dev"]["healthy"] is True
+    practika.touch_commit("after the proxy crash")
+    out = practika.sf("deploy", "dev")
+    assert "nginx master died and its workers still hold port" in out.stdout
+    dep = json.loads(practika.sf("history", "dev", "--json", "--limit", "1").stdout)[0]
+    cutover = next(s for s in dep["steps"] if s["name"] == "cutover")
+    assert "started; replaced" in cutover["detail"] and "orphaned worker(s) of a dead master" in cutover["detail"]
+    assert practika.status()["dev"]["healthy"] is True
+    # The same crash, then `down`: nothing of this env's proxy is left listening.
+    os.kill(int((practika.root / ".stageflow/nginx/dev/nginx.pid").read_text()), signal.SIGKILL)
+    practika.sf("down", "dev")
+    assert wait_for(lambda: not _nginx_processes(practika, "dev"), timeout=10), _nginx_processes(practika, "dev")

@@ -213,8 +213,12 @@ def run_preflight(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, facts: GitFa
             check = pf.check_runtime(rt.nginx_binary, new_port, rt.port_in_use, active_port)
             if check.status != "fail" and rt.nginx_binary and not rt.nginx_running() and rt.port_in_use(
                     ctx.env.url_port):
-                check = pf.Check("runtime", "fail", f"port {ctx.env.url_port} of {ctx.env.url} is in use by another"
-                                 " program; stop it or change the URL")
+                if rt.orphan_proxy_workers():
+                    check = pf.Check("runtime", "warn", f"{check.reason}; this env's nginx master died and its "
+                                     f"workers still hold port {ctx.env.url_port}: they are replaced at cutover")
+                else:
+                    check = pf.Check("runtime", "fail", f"port {ctx.env.url_port} of {ctx.env.url} is in use by "
+                                     "another program; stop it or change the URL")
             if check.status != "fail" and rt.https:
                 try:
                     if rt.nginx_binary is None:
@@ -442,9 +446,9 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
     try:
         if nginx is not None:
             with j.step("cutover") as s:
-                rt.point_proxy(new_port)
+                how = rt.point_proxy(new_port)
                 cut_over = True
-                s.detail = f"nginx upstream-{ctx.name}.conf → port {new_port}, reloaded"
+                s.detail = f"nginx upstream-{ctx.name}.conf → port {new_port}, {how}"
             with j.step("watch") as s:
                 w = watch(probe_url(ctx, rt), seconds=ctx.env.watch, expect=health.expect,
                           timeout=health.timeout, probe=proxy_prober(rt))

@@ -214,8 +214,42 @@ http {{
         """True when this environment's nginx master is alive."""
         return _pid_from_file(self.nginx_dir / "nginx.pid") is not None
 
-    def point_proxy(self, port: int) -> None:
-        """Cutover: rewrite only the upstream file, ``nginx -t``, then reload (or start)."""
+    def orphan_proxy_workers(self) -> list[int]:
+        """Workers of this env's nginx whose master died (``kill -9``, the OOM killer).
+
+        They keep the port and go on serving the last upstream, so a new master could not bind it.
+        They are recognised by their working directory, which is this env's nginx directory.
+        """
+        if self.nginx_running():
+            return []
+        import psutil
+
+        here = str(self.nginx_dir)
+        found = []
+        for p in psutil.process_iter(["name", "cwd"]):
+            if p.info["name"] == "nginx" and p.info["cwd"] == here:
+                found.append(p.pid)
+        return found
+
+    def stop_orphan_proxy_workers(self) -> int:
+        """QUIT the orphaned workers (they finish their requests), KILL what is left after 5 s."""
+        pids = self.orphan_proxy_workers()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_proc_stat(pid)[0] not in ("", "Z") for pid in pids):
+            time.sleep(0.02)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
+
+    def point_proxy(self, port: int) -> str:
+        """Cutover: rewrite only the upstream file, ``nginx -t``, then reload (or start); says which.
+
+        Starting also replaces the orphaned workers of a dead nginx master, and says so.
+        """
         binary = self.nginx_binary
         if binary is None:
             raise OperationError("point_proxy needs nginx")
@@ -234,8 +268,12 @@ http {{
             old_workers = self._nginx_workers()
             self.runner.run(nginx_cmd.signal(binary, self.nginx_dir, conf, "reload"), check=True, what="nginx reload")
             self._wait_reloaded(old_workers)
-        else:
-            self.runner.run(nginx_cmd.start(binary, self.nginx_dir, conf), check=True, what="nginx start")
+            return "reloaded"
+        orphans = self.stop_orphan_proxy_workers()
+        # The working directory identifies this env's workers should their master ever die.
+        self.runner.run(nginx_cmd.start(binary, self.nginx_dir, conf), cwd=self.nginx_dir, check=True,
+                        what="nginx start")
+        return f"started; replaced {orphans} orphaned worker(s) of a dead master" if orphans else "started"
 
     def _nginx_workers(self) -> set[int]:
         import psutil
@@ -265,6 +303,8 @@ http {{
             deadline = time.monotonic() + 10
             while pid_file.exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
+        else:
+            self.stop_orphan_proxy_workers()
 
     # virtual environments ----------------------------------------------------------------------
     def ensure_venv(self, release_dir: Path, requirements: str) -> Path | None:
@@ -560,9 +600,13 @@ def _pid_from_file(path: Path) -> int | None:
         pid = int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    import psutil
+    # A zombie (killed, not yet reaped) is not running: its pid still "exists".
+    state, _ = _proc_stat(pid)
+    if state == "?":
+        import psutil
 
-    return pid if psutil.pid_exists(pid) else None
+        return pid if psutil.pid_exists(pid) else None
+    return pid if state not in ("", "Z") else None
 
 
 def _terminate_group(pid: int, drain: float) -> None:
