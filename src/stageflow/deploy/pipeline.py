@@ -83,7 +83,10 @@ class Journal:
             yield handle
         except BaseException as exc:
             took = time.monotonic() - start
-            detail = handle.detail or str(exc) or type(exc).__name__
+            why = str(exc) or type(exc).__name__
+            # The step's own detail says how far it got; the exception says what went wrong.
+            detail = f"{handle.detail}; failed: {why}" if handle.detail and why not in handle.detail else (
+                handle.detail or why)
             if isinstance(exc, KeyboardInterrupt):
                 detail = "interrupted"
             self.ws.store.finish_step(sid, "failed", detail, took)
