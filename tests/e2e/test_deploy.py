@@ -260,3 +260,44 @@ def test_a_crashed_app_is_restarted_by_its_supervisor(practika: App) -> None:
     assert any("exited with signal SIGKILL" in p.read_text() for p in log)
     practika.sf("down", "dev")
     assert practika.instance_processes() == []
+
+
+BROKEN_MIGRATION = '''from django.db import migrations, models
+
+
+def fail(apps, schema_editor):
+    raise RuntimeError("data migration failed on purpose")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("notes", "0001_initial")]
+    operations = [
+        migrations.AddField("note", "tag", models.CharField(max_length=20, default="")),
+        migrations.RunPython(fail),
+    ]
+'''
+
+
+def test_a_failing_migration_changes_nothing_that_serves(practika: App) -> None:
+    practika.sf("deploy", "dev")
+    good = practika.status()["dev"]["release"]
+    (practika.root / "notes/migrations/0002_broken.py").write_text(BROKEN_MIGRATION)
+    practika.commit("a migration that fails")
+    failed = practika.sf("deploy", "dev", check=False)
+    assert failed.returncode == 1
+    assert "release command" in failed.stderr and "data migration failed on purpose" in failed.stderr
+    assert failed.stderr.count("\n") == 1  # one line
+    code, body = practika.get("dev")
+    assert code == 200 and body["version"] == good
+    dep = json.loads(practika.sf("history", "dev", "--json", "--limit", "1").stdout)[0]
+    steps = {s["name"]: s for s in dep["steps"]}
+    assert dep["outcome"] == "failed" and steps["migrate"]["outcome"] == "failed"
+    assert "start" not in steps and "cutover" not in steps
+    assert not (practika.root / ".stageflow/releases" / str(dep["release_id"])).exists()
+    # The migration ran in a transaction: the column it added is not left behind.
+    con = sqlite3.connect(practika.root / "data/practica_dev.sqlite3")
+    try:
+        columns = [row[1] for row in con.execute("PRAGMA table_info(notes_note)")]
+    finally:
+        con.close()
+    assert "tag" not in columns
