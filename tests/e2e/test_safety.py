@@ -170,3 +170,22 @@ def test_kill_9_of_the_nginx_master_next_deploy_and_down_recover(practika: App) 
     os.kill(int((practika.root / ".stageflow/nginx/dev/nginx.pid").read_text()), signal.SIGKILL)
     practika.sf("down", "dev")
     assert wait_for(lambda: not _nginx_processes(practika, "dev"), timeout=10), _nginx_processes(practika, "dev")
+
+
+def test_a_lost_state_database_adopts_what_nginx_serves_without_downtime(practika: App) -> None:
+    practika.sf("deploy", "dev")
+    first = practika.get("dev")[1]["version"]
+    for f in (practika.root / ".stageflow").glob("state.db*"):
+        f.unlink()
+    practika.touch_commit("after losing the state")
+    with Load(practika.ports["dev"]) as load:
+        time.sleep(0.5)
+        out = practika.sf("deploy", "dev")
+        time.sleep(0.5)
+    assert load.failures == [], load.failures[:5]
+    assert load.ok > 20
+    assert f"adopted {first}" in out.stdout and "sweep" not in out.stdout
+    st = practika.status()["dev"]
+    assert st["healthy"] and st["release"] not in (None, first) and st["previous"] == first
+    colors = {p.environ()["STAGEFLOW_INSTANCE"].rsplit("::", 1)[1] for p in practika.instance_processes()}
+    assert len(colors) == 1  # the adopted release was drained and stopped like any old one

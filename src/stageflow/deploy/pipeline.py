@@ -333,6 +333,12 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
     j = Journal(ws, ctx.name, dep_id)
     state = store.env_state(ctx.name)
     old_color, old_release = state.color, state.current_release
+    if not old_release and (serving := rt.serving()):
+        # No record of what serves (state.db lost or replaced), but the proxy routes to a live
+        # release: adopt it rather than sweep it away, so this deploy stays zero-downtime.
+        old_color, old_release = serving
+        j.note("adopt", "warn", f"no record of what serves {ctx.name}: adopted {old_release} ({old_color}), "
+                                "which nginx routes to")
     # Processes of this env that no pid file vouches for are left by a killed deploy.
     keep = {old_color: old_release} if old_color and old_release else {}
     killed = rt.sweep_orphans(keep)

@@ -198,6 +198,19 @@ http {{
 }}
 """
 
+    def serving(self) -> tuple[str, str] | None:
+        """(color, release) of the live web process the running proxy routes to; None when unknown."""
+        if self.nginx_binary is None or not self.nginx_running():
+            return None
+        port = self.proxied_port()
+        name, _ = self.ctx.config.web_service
+        for color in COLORS:
+            if self.app_port(color) == port:
+                info = self._read_pidfile(name, color)
+                if info is not None and _alive(info):
+                    return color, info.release
+        return None
+
     def proxied_port(self) -> int | None:
         """The port the upstream file currently points at, or None."""
         up = self.nginx_dir / upstream_filename(self.env)
