@@ -142,6 +142,19 @@ def test_second_concurrent_deploy_is_refused_with_holder_details(practika: App) 
     assert practika.status()["dev"]["healthy"]
 
 
+def test_full_refuses_up_front_while_a_later_environment_is_being_deployed(practika: App) -> None:
+    practika.sf("deploy", "dev")
+    dev_before = practika.status()["dev"]["release"]
+    practika.touch_commit("v2")
+    staging = practika.spawn("deploy", "staging")
+    assert wait_for(lambda: _step_started(practika, "preflight"), timeout=60)
+    full = practika.sf("full", check=False)
+    assert full.returncode == 1
+    assert "environment staging is locked by" in full.stderr and "nothing was promoted" in full.stderr
+    assert practika.status()["dev"]["release"] == dev_before  # dev was not touched
+    assert staging.wait(timeout=240) == 0
+
+
 def _nginx_processes(practika: App, env: str) -> list[psutil.Process]:
     here = str(practika.root / ".stageflow" / "nginx" / env)
     found = []

@@ -72,6 +72,7 @@ def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: 
         for c in contexts:
             if c.env.approval == "required" and not yes and not interactive:
                 check_approval(c, yes=yes, interactive=False, confirm=None)
+        _refuse_if_locked(ws, [c.name for c in contexts])
     reports: list[DeployReport] = []
     if opts.dry_run:
         for c in contexts:
@@ -87,6 +88,23 @@ def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: 
         reports.append(deploy_env(ws, c, DeployOptions(skip_checks=opts.skip_checks, kind="promote"),
                                   release=rid, facts=facts))
     return reports
+
+
+def _refuse_if_locked(ws: Workspace, names: list[str]) -> None:
+    """A live deploy anywhere on the promotion path would stop `full` half-way: refuse before starting.
+
+    Each environment is still locked for real when its turn comes; this only looks ahead.
+    """
+    from stageflow.deploy.lock import read_lock, stale_reason
+    from stageflow.errors import LockHeldError
+
+    for name in names:
+        info = read_lock(ws.store, name)
+        if info is not None and stale_reason(info) is None:
+            raise LockHeldError(
+                f"environment {name} is locked by {info.describe()}; nothing was promoted",
+                hint="wait for it to finish, then run full again",
+            )
 
 
 def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool = False, yes: bool = False,
