@@ -258,6 +258,10 @@ def test_a_crashed_app_is_restarted_by_its_supervisor(practika: App) -> None:
     assert row["healthy"] is True and row["release"] == release and row["processes"] == 1, row
     log = (practika.root / ".stageflow/run/dev/logs").glob("backend-*.log")
     assert any("exited with signal SIGKILL" in p.read_text() for p in log)
+    # status tells: the count in --json, the story in the notes column.
+    assert row["restarts"] == 1 and row["supervisor"][0].startswith("backend restarted 1× (last: signal SIGKILL")
+    line = next(ln for ln in practika.sf("status").stdout.splitlines() if ln.startswith("dev "))
+    assert "backend restarted 1×" in line
     practika.sf("down", "dev")
     assert practika.instance_processes() == []
 

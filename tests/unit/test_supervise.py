@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -45,7 +46,8 @@ def test_a_failed_start_is_not_restarted_and_its_status_is_kept(tmp_path: Path) 
 
 def test_a_late_death_is_restarted_and_a_stop_is_final(tmp_path: Path) -> None:
     script = "import time; print('up', flush=True); time.sleep(60)"
-    proc, log = start(tmp_path, script, "--grace", "0.3")
+    record = tmp_path / "restarts.json"
+    proc, log = start(tmp_path, script, "--grace", "0.3", "--record", str(record))
     try:
         first = child_of(proc)
         time.sleep(0.5)  # past the grace period: a death now is a crash, not a failed start
@@ -59,6 +61,8 @@ def test_a_late_death_is_restarted_and_a_stop_is_final(tmp_path: Path) -> None:
         second = child_of(proc)
         assert second.pid != first.pid and second.is_running()
         assert "exited with signal SIGKILL" in log.read_text() and "restart 1 in 1s" in log.read_text()
+        doc = json.loads(record.read_text())
+        assert doc["restarts"] == 1 and doc["last_exit"] == "signal SIGKILL" and doc["gave_up"] is False
         # TERM to the supervisor alone still reaches the service, and nothing restarts.
         os.kill(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 128 + signal.SIGTERM
@@ -73,8 +77,12 @@ def test_a_late_death_is_restarted_and_a_stop_is_final(tmp_path: Path) -> None:
 def test_a_crash_loop_gives_up(tmp_path: Path) -> None:
     # Lives past the grace period, then dies: every restart counts, the third one is refused.
     script = "import time, sys; time.sleep(0.4); sys.exit(7)"
-    proc, log = start(tmp_path, script, "--grace", "0.2", "--max-restarts", "2", "--window", "60")
+    record = tmp_path / "restarts.json"
+    proc, log = start(tmp_path, script, "--grace", "0.2", "--max-restarts", "2", "--window", "60",
+                      "--record", str(record))
     assert proc.wait(30) == 7
+    assert json.loads(record.read_text()) | {"at": None} == {
+        "restarts": 2, "last_exit": "exit status 7", "gave_up": True, "at": None}
     text = log.read_text()
     assert "restart 1 in 1s" in text and "restart 2 in 2s" in text
     assert "2 restarts in the last 60s: giving up" in text
@@ -83,8 +91,8 @@ def test_a_crash_loop_gives_up(tmp_path: Path) -> None:
 def test_small_parts() -> None:
     assert [backoff(n) for n in (1, 2, 3, 6, 9)] == [1, 2, 4, 30, 30]
     assert describe(3) == "exit status 3" and describe(-9) == "signal SIGKILL"
-    policy, cmd = parse(["--grace", "2", "--", "gunicorn", "--bind", "x"])
-    assert policy.grace == 2 and cmd == ["gunicorn", "--bind", "x"]
-    for bad in (["gunicorn"], ["--grace", "--"], ["--nope", "1", "--", "x"], ["--"]):
+    policy, cmd = parse(["--grace", "2", "--record", "/tmp/r.json", "--", "gunicorn", "--bind", "x"])
+    assert policy.grace == 2 and policy.record == "/tmp/r.json" and cmd == ["gunicorn", "--bind", "x"]
+    for bad in (["gunicorn"], ["--grace", "--"], ["--nope", "1", "--", "x"], ["--"], ["--grace", "soon", "--", "x"]):
         with pytest.raises(SystemExit):
             parse(bad)

@@ -180,6 +180,7 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
             notes.append("last deploy had downtime (no nginx)")
         if r.locked_by:
             notes.append(f"locked by {r.locked_by}")
+        notes += r.supervisor
         table.append((r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19],
                       "; ".join(notes)))
     # Plain columns like `docker ps`: greppable, and no Rich import for the command people loop on.

@@ -7,7 +7,7 @@ is the command people run in loops and scripts, and its start-up time is measure
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
@@ -33,6 +33,9 @@ class EnvStatus:
     downtime: bool
     processes: int
     locked_by: str | None
+    restarts: int = 0
+    #: Per service, when its supervisor restarted it: "backend restarted 2× (last: signal SIGKILL at …)".
+    supervisor: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -86,14 +89,16 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
     for name in names:
         st = states[name]
         ctx = contexts.get(name)
-        procs = len(LocalRuntime(ctx, ws.runner).processes(st.color)) if ctx and st.color else 0
+        rt = LocalRuntime(ctx, ws.runner) if ctx else None
+        procs = len(rt.processes(st.color)) if rt and st.color else 0
+        restarts = rt.restarts(st.color) if rt and st.color and st.current_release else {}
         release = ws.store.release(st.current_release) if st.current_release else None
         lock = read_lock(ws.store, name)
-        rows.append((name, st, ctx, procs, release, lock))
+        rows.append((name, st, ctx, procs, restarts, release, lock))
     for t in probes:
         t.join()
     out = []
-    for name, st, ctx, procs, release, lock in rows:
+    for name, st, ctx, procs, restarts, release, lock in rows:
         healthy, reason = health[name]
         section = config.environments[name]
         out.append(EnvStatus(
@@ -101,5 +106,14 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
             ctx.env.url if ctx else section.url, section.runtime,
             st.deployed_at if st.current_release else None, st.previous_release,
             st.downtime, procs, lock.describe() if lock else None,
+            sum(int(str(r.get("restarts", 0))) for r in restarts.values()),
+            [_describe_restarts(service, r) for service, r in restarts.items()],
         ))
     return out
+
+
+def _describe_restarts(service: str, record: dict[str, object]) -> str:
+    last = f"last: {record.get('last_exit')} at {str(record.get('at', '?'))[:19]}"
+    if record.get("gave_up"):
+        return f"{service}: supervisor gave up after {record.get('restarts')} restart(s) ({last})"
+    return f"{service} restarted {record.get('restarts')}× ({last})"

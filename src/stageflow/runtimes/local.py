@@ -395,8 +395,10 @@ http {{
                 log.flush()
                 # Under a supervisor that restarts the service if it dies after starting well.
                 # -I: the app's variables (PYTHONPATH…) must not reach stageflow's own interpreter.
+                record = self._restarts_file(name, color)
+                record.unlink(missing_ok=True)
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-m", "stageflow.runtimes.supervise", "--",
+                    [sys.executable, "-I", "-m", "stageflow.runtimes.supervise", "--record", str(record), "--",
                      "/bin/sh", "-c", f"exec {cmd}"], cwd=release_dir,
                     env=self.process_env(release, color, port, venv), stdin=subprocess.DEVNULL,
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -408,6 +410,19 @@ http {{
             _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__))
             started.append(info)
         return started
+
+    def _restarts_file(self, service: str, color: str) -> Path:
+        return self.run_dir / f"{service}-{color}.restarts.json"
+
+    def restarts(self, color: str) -> dict[str, dict[str, object]]:
+        """What the supervisors of ``color`` recorded, by service: restart count, last exit, gave up."""
+        found: dict[str, dict[str, object]] = {}
+        for name in self.ctx.config.services:
+            try:
+                found[name] = json.loads(self._restarts_file(name, color).read_text())
+            except (FileNotFoundError, ValueError):
+                continue
+        return found
 
     def processes(self, color: str) -> list[ProcInfo]:
         """Live processes recorded for ``color``."""
@@ -450,6 +465,7 @@ http {{
                 _terminate_group(info.pid, drain)
                 count += 1
             self._pidfile(name, color).unlink(missing_ok=True)
+            self._restarts_file(name, color).unlink(missing_ok=True)
         return count
 
     def sweep_orphans(self, keep: Mapping[str, str] | None = None) -> list[int]:

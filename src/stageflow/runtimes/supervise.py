@@ -1,6 +1,7 @@
 """Supervisor of one service process of the local runtime: restarts it when it dies after starting well.
 
-Run as ``python -m stageflow.runtimes.supervise [--grace S] [--max-restarts N] [--window S] -- CMD...``;
+Run as ``python -m stageflow.runtimes.supervise [--grace S] [--max-restarts N] [--window S]
+[--record FILE] -- CMD...``;
 the local runtime starts one per service, as the leader of the service's process group, with the
 service's environment, working directory and log file. The pid file names the supervisor.
 
@@ -10,6 +11,8 @@ service's environment, working directory and log file. The pid file names the su
 * A child that dies later (a crash, the OOM killer, ``kill -9``) is started again after 1, 2, 4 …
   30 s, each time with a line in the service log. More than ``--max-restarts`` restarts within
   ``--window`` seconds means it is broken, not unlucky: the supervisor gives up and exits.
+* With ``--record FILE`` every restart (and giving up) is also written there as JSON, for
+  ``stageflow status``: ``{"restarts": 2, "last_exit": "signal SIGKILL", "at": "…", "gave_up": false}``.
 * TERM, INT and QUIT stop it: the signal goes to the child, which is awaited, and nothing restarts.
   HUP, USR1 and USR2 are passed on. ``stageflow`` stops a service by signalling the whole process
   group, so the child is never left behind.
@@ -20,6 +23,7 @@ Standard library only: one of these runs per service, for as long as the app run
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -39,6 +43,7 @@ class Policy:
     grace: float = 10.0
     max_restarts: int = 5
     window: float = 300.0
+    record: str | None = None
 
 
 def backoff(attempt: int) -> float:
@@ -65,6 +70,21 @@ class Supervisor:
         self.log = log
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.total_restarts = 0
+
+    def record(self, code: int, *, gave_up: bool) -> None:
+        """Leave the restart count where ``stageflow status`` reads it (atomically; best effort)."""
+        if not self.policy.record:
+            return
+        doc = {"restarts": self.total_restarts, "last_exit": describe(code),
+               "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gave_up": gave_up}
+        tmp = f"{self.policy.record}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(doc, fh)
+            os.replace(tmp, self.policy.record)
+        except OSError:
+            pass  # the service log has the same line; status just will not count it
 
     def on_signal(self, signum: int, _frame: object) -> None:
         """Stop signals end supervision; every handled signal reaches the child."""
@@ -96,8 +116,11 @@ class Supervisor:
             if len(restarts) >= self.policy.max_restarts:
                 self.log(f"exited with {describe(code)}; {len(restarts)} restarts in the last "
                          f"{self.policy.window:.0f}s: giving up")
+                self.record(code, gave_up=True)
                 return exit_code
             restarts.append(now)
+            self.total_restarts += 1
+            self.record(code, gave_up=False)
             delay = backoff(len(restarts))
             self.log(f"exited with {describe(code)} after {ran:.1f}s; restart {len(restarts)} in {delay:.0f}s")
             self._sleep(delay)
@@ -111,21 +134,29 @@ class Supervisor:
 
 
 def parse(argv: Sequence[str]) -> tuple[Policy, list[str]]:
-    """``[--grace S] [--max-restarts N] [--window S] -- CMD...``."""
+    """``[--grace S] [--max-restarts N] [--window S] [--record FILE] -- CMD...``."""
     if "--" not in argv:
         raise SystemExit("usage: python -m stageflow.runtimes.supervise [--grace S] [--max-restarts N] "
-                         "[--window S] -- CMD...")
+                         "[--window S] [--record FILE] -- CMD...")
     split = list(argv).index("--")
     opts, cmd = list(argv[:split]), list(argv[split + 1:])
-    values = {"--grace": 10.0, "--max-restarts": 5.0, "--window": 300.0}
+    numbers = {"--grace": 10.0, "--max-restarts": 5.0, "--window": 300.0}
+    record: str | None = None
     while opts:
         name = opts.pop(0)
-        if name not in values or not opts:
+        if name not in (*numbers, "--record") or not opts:
             raise SystemExit(f"supervise: unknown or incomplete option {name!r}")
-        values[name] = float(opts.pop(0))
+        value = opts.pop(0)
+        if name == "--record":
+            record = value
+        else:
+            try:
+                numbers[name] = float(value)
+            except ValueError:
+                raise SystemExit(f"supervise: {name} needs a number, got {value!r}") from None
     if not cmd:
         raise SystemExit("supervise: no command after --")
-    return Policy(values["--grace"], int(values["--max-restarts"]), values["--window"]), cmd
+    return Policy(numbers["--grace"], int(numbers["--max-restarts"]), numbers["--window"], record), cmd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
