@@ -106,10 +106,15 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
             ctx.env.url if ctx else section.url, section.runtime,
             st.deployed_at if st.current_release else None, st.previous_release,
             st.downtime, procs, lock.describe() if lock else None,
-            sum(int(str(r.get("restarts", 0))) for r in restarts.values()),
+            sum(_count(r) for r in restarts.values()),
             [_describe_restarts(service, r) for service, r in restarts.items()],
         ))
     return out
+
+
+def _count(record: dict[str, object]) -> int:
+    value = record.get("restarts")
+    return value if isinstance(value, int) else 0  # a damaged record counts nothing, it does not crash
 
 
 def _describe_restarts(service: str, record: dict[str, object]) -> str:
