@@ -51,18 +51,16 @@ def store(state_dir: Path, source: bytes, config: models.ProjectConfig) -> None:
     """Write the cache atomically; only into an existing state directory (never create one)."""
     if not state_dir.is_dir():
         return
+    from stageflow.config.envfile import write_env_text
+
     path = state_dir / CACHE_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     doc = {"schema": _schema_fingerprint(), "source": source.decode("latin-1"), "config": dataclasses.asdict(config)}
     try:
         path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
-        os.replace(tmp, path)
+        # The env files' writer: atomic, and 0600 before the first byte (the YAML may hold secrets).
+        write_env_text(path, json.dumps(doc, separators=(",", ":")), mode=0o600)
     except OSError:
-        # A cache that cannot be written only costs speed.
-        tmp.unlink(missing_ok=True)
+        pass  # a cache that cannot be written only costs speed
 
 
 def decode(tp: Any, value: Any) -> Any:
