@@ -60,6 +60,9 @@ def test_a_late_death_is_restarted_and_a_stop_is_final(tmp_path: Path) -> None:
             time.sleep(0.05)
         second = child_of(proc)
         assert second.pid != first.pid and second.is_running()
+        deadline = time.monotonic() + 10  # the restarted service is up once it has said so
+        while log.read_text().splitlines().count("up") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert "exited with signal SIGKILL" in log.read_text() and "restart 1 in 1s" in log.read_text()
         doc = json.loads(record.read_text())
         assert doc["restarts"] == 1 and doc["last_exit"] == "signal SIGKILL" and doc["gave_up"] is False
