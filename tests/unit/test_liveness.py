@@ -8,7 +8,8 @@ import time
 
 import psutil
 
-from stageflow.runtimes.local import ProcInfo, _alive, _proc_stat
+from stageflow.procs import proc_stat, running
+from stageflow.runtimes.local import ProcInfo, _alive
 
 
 def _info(pid: int, ticks: int | None) -> ProcInfo:
@@ -18,8 +19,8 @@ def _info(pid: int, ticks: int | None) -> ProcInfo:
 def test_alive_until_exit_then_zombie_then_gone() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        state, ticks = _proc_stat(proc.pid)
-        assert state in {"S", "R"} and isinstance(ticks, int)
+        state, ticks = proc_stat(proc.pid)
+        assert state in {"S", "R"} and isinstance(ticks, int) and running(proc.pid)
         fast, slow = _info(proc.pid, ticks), _info(proc.pid, None)
         assert _alive(fast) and _alive(slow)
         # Another process that got the same pid later has another start time.
@@ -27,13 +28,13 @@ def test_alive_until_exit_then_zombie_then_gone() -> None:
         proc.kill()
         # Not reaped yet: the process is a zombie now, which is not alive.
         for _ in range(100):
-            if _proc_stat(proc.pid)[0] == "Z":
+            if proc_stat(proc.pid)[0] == "Z":
                 break
             time.sleep(0.02)
-        assert _proc_stat(proc.pid)[0] == "Z"
+        assert proc_stat(proc.pid)[0] == "Z" and not running(proc.pid)
         assert not _alive(fast) and not _alive(slow)
     finally:
         proc.kill()
         proc.wait()
-    assert _proc_stat(proc.pid) == ("", None)
+    assert proc_stat(proc.pid) == ("", None)
     assert not _alive(fast) and not _alive(slow)

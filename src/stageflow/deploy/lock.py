@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from stageflow.errors import LockHeldError
+from stageflow.procs import running
 from stageflow.state.store import Store, utcnow
 
 
@@ -36,16 +37,6 @@ class LockInfo:
         return f"{self.owner}@{self.host} (pid {self.pid}, '{self.command}') since {self.started_at}"
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists and is not a zombie."""
-    import psutil
-
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
 def _age(ts: str) -> float:
     return (datetime.now(UTC) - datetime.fromisoformat(ts)).total_seconds()
 
@@ -59,7 +50,7 @@ def read_lock(store: Store, env: str) -> LockInfo | None:
 def stale_reason(info: LockInfo, host: str | None = None) -> str | None:
     """Why ``info`` may be taken over, or None when its holder is alive."""
     host = host or socket.gethostname()
-    if info.host == host and not pid_alive(info.pid):
+    if info.host == host and not running(info.pid):
         return f"holder pid {info.pid} is gone"
     if _age(info.heartbeat_at) > info.lease_seconds:
         return f"lease expired ({_age(info.heartbeat_at):.0f}s since the last heartbeat)"

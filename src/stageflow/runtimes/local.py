@@ -31,6 +31,7 @@ from stageflow.commands import nginx as nginx_cmd
 from stageflow.config.loader import EnvContext
 from stageflow.errors import OperationError
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
+from stageflow.procs import NO_PROCFS, proc_stat, running
 from stageflow.runner import Runner
 
 COLORS = ("blue", "green")
@@ -251,7 +252,7 @@ http {{
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(_proc_stat(pid)[0] not in ("", "Z") for pid in pids):
+        while time.monotonic() < deadline and any(running(pid) for pid in pids):
             time.sleep(0.02)
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -405,7 +406,7 @@ http {{
                 )
             info = ProcInfo(
                 name, color, proc.pid, psutil.Process(proc.pid).create_time(), release,
-                port if svc.port is not None else None, _proc_stat(proc.pid)[1],
+                port if svc.port is not None else None, proc_stat(proc.pid)[1],
             )
             _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__))
             started.append(info)
@@ -581,20 +582,6 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _proc_stat(pid: int) -> tuple[str, int | None]:
-    """(state, start ticks) of ``pid`` from ``/proc``; ("", None) when gone, ("?", None) without procfs."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        return ("", None) if os.path.isdir("/proc/self") else ("?", None)
-    except OSError:
-        return "?", None
-    # The command name may hold spaces and parentheses: the fields start after the last ')'.
-    fields = raw[raw.rindex(b")") + 2:].split()
-    return fields[0].decode(), int(fields[19])
-
-
 def _alive(info: ProcInfo) -> bool:
     """The recorded process still runs (same pid *and* start time: pids get reused) and is no zombie.
 
@@ -602,8 +589,8 @@ def _alive(info: ProcInfo) -> bool:
     and importing psutil for it costs ~30 ms of a 300 ms start-up budget.
     """
     if info.start_ticks is not None:
-        state, ticks = _proc_stat(info.pid)
-        if state != "?":
+        state, ticks = proc_stat(info.pid)
+        if state != NO_PROCFS:
             return ticks == info.start_ticks and state != "Z"
     import psutil
 
@@ -629,13 +616,7 @@ def _pid_from_file(path: Path) -> int | None:
         pid = int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
-    # A zombie (killed, not yet reaped) is not running: its pid still "exists".
-    state, _ = _proc_stat(pid)
-    if state == "?":
-        import psutil
-
-        return pid if psutil.pid_exists(pid) else None
-    return pid if state not in ("", "Z") else None
+    return pid if running(pid) else None
 
 
 def _terminate_group(pid: int, drain: float) -> None:
