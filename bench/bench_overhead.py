@@ -12,7 +12,6 @@ under 1 s, start-up under 300 ms. Every figure is measured side by side in this 
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ def main() -> None:
                 t = time.perf_counter()
                 app.sf("deploy", "dev")
                 wall = time.perf_counter() - t
-                dep = json.loads(app.sf("history", "dev", "--json", "--limit", "1").stdout)[0]
+                dep = app.last_deployment("dev")
                 waiting = sum(s["seconds"] or 0 for s in dep["steps"] if s["name"] in WAITING)
                 if dep["steps"] and any(s["name"] == "backup" and "sql" in s["detail"] for s in dep["steps"]):
                     waiting += next(s["seconds"] for s in dep["steps"] if s["name"] == "backup")

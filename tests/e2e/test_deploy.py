@@ -78,7 +78,7 @@ def test_broken_release_keeps_previous_serving_in_production(practika: App) -> N
     code, body = practika.get("production")
     assert code == 200 and body["version"] == good
     assert practika.status()["production"]["release"] == good
-    dep = json.loads(practika.sf("history", "production", "--json").stdout)[0]
+    dep = practika.last_deployment("production")
     assert dep["outcome"] == "failed"
     names = [s["name"] for s in dep["steps"]]
     assert "rollback" in names and names.index("rollback") > names.index("health")
@@ -121,7 +121,7 @@ def test_without_nginx_deploy_is_stop_then_start_and_says_so(practika_no_nginx: 
     app.sf("deploy", "dev")
     st = app.status()["dev"]
     assert st["healthy"] and st["downtime"] is True
-    dep = json.loads(app.sf("history", "dev", "--json").stdout)[0]
+    dep = app.last_deployment("dev")
     stop = next(s for s in dep["steps"] if s["name"] == "stop-old")
     assert "downtime" in stop["detail"]
     assert dep["downtime"] == 1
@@ -130,7 +130,7 @@ def test_without_nginx_deploy_is_stop_then_start_and_says_so(practika_no_nginx: 
     good = app.status()["dev"]["release"]
     app.break_health()
     assert app.sf("deploy", "dev", check=False).returncode == 1
-    failed = json.loads(app.sf("history", "dev", "--json").stdout)[0]
+    failed = app.last_deployment("dev")
     assert failed["outcome"] == "failed" and failed["downtime"] == 1
     st = app.status()["dev"]
     assert st["release"] == good and st["healthy"]
@@ -160,7 +160,7 @@ def test_backup_before_every_deploy_and_sqlite_round_trip(practika: App) -> None
     con.commit()
     practika.touch_commit()
     practika.sf("deploy", "dev")
-    dep = json.loads(practika.sf("history", "dev", "--json").stdout)[0]
+    dep = practika.last_deployment("dev")
     backup_step = next(s for s in dep["steps"] if s["name"] == "backup")
     assert backup_step["outcome"] == "ok" and "sha256" in backup_step["detail"]
     listed = json.loads(practika.sf("backup", "list", "dev", "--json").stdout)
@@ -293,7 +293,7 @@ def test_a_failing_migration_changes_nothing_that_serves(practika: App) -> None:
     assert failed.stderr.count("\n") == 1  # one line
     code, body = practika.get("dev")
     assert code == 200 and body["version"] == good
-    dep = json.loads(practika.sf("history", "dev", "--json", "--limit", "1").stdout)[0]
+    dep = practika.last_deployment("dev")
     steps = {s["name"]: s for s in dep["steps"]}
     assert dep["outcome"] == "failed" and steps["migrate"]["outcome"] == "failed"
     assert "start" not in steps and "cutover" not in steps

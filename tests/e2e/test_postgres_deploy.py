@@ -38,7 +38,7 @@ def test_pg_dump_before_deploy_verify_and_restore(pg_app: tuple[App, PostgresSer
         con.execute("INSERT INTO notes_note (title, body, created) VALUES ('före', 'it''s', now())")
     app.touch_commit()
     app.sf("deploy", "staging")
-    dep = json.loads(app.sf("history", "staging", "--json").stdout)[0]
+    dep = app.last_deployment("staging")
     backup = next(s for s in dep["steps"] if s["name"] == "backup")
     assert backup["outcome"] == "ok" and ".sql" in backup["detail"]
     files = json.loads(app.sf("backup", "list", "staging", "--json").stdout)

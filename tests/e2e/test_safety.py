@@ -175,7 +175,7 @@ def test_kill_9_of_the_nginx_master_next_deploy_and_down_recover(practika: App) 
     practika.touch_commit("after the proxy crash")
     out = practika.sf("deploy", "dev")
     assert "nginx master died and its workers still hold port" in out.stdout
-    dep = json.loads(practika.sf("history", "dev", "--json", "--limit", "1").stdout)[0]
+    dep = practika.last_deployment("dev")
     cutover = next(s for s in dep["steps"] if s["name"] == "cutover")
     assert "started; replaced" in cutover["detail"] and "orphaned worker(s) of a dead master" in cutover["detail"]
     assert practika.status()["dev"]["healthy"] is True

@@ -81,7 +81,7 @@ def test_unhealthy_during_watch_rolls_back_to_previous(tiny: App) -> None:
     assert "watch period" in failed.stderr and "HTTP 503" in failed.stderr
     r = httpx.get(f"http://127.0.0.1:{tiny.ports['staging']}/health/", timeout=5)
     assert r.status_code == 200 and r.json()["version"] == good
-    dep = json.loads(tiny.sf("history", "staging", "--json").stdout)[0]
+    dep = tiny.last_deployment("staging")
     names = [s["name"] for s in dep["steps"]]
     assert names.index("cutover") < names.index("watch") < names.index("rollback")
     rollback = next(s for s in dep["steps"] if s["name"] == "rollback")

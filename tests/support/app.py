@@ -110,6 +110,13 @@ class App:
         p.write_text((p.read_text() if p.exists() else "") + message + "\n")
         return self.commit(message)
 
+    def last_deployment(self, env: str) -> dict[str, Any]:
+        """The newest deployment of ``env`` from ``history --json``, steps included."""
+        import json
+
+        rows: list[dict[str, Any]] = json.loads(self.sf("history", env, "--json", "--limit", "1").stdout)
+        return rows[0]
+
     def status(self) -> dict[str, dict[str, Any]]:
         """``status --json`` by env."""
         import json
