@@ -68,6 +68,7 @@ LIMITS: dict[str, tuple[str, str]] = {
     "nginx": ("0.5", "128M"),
 }
 EDGE, INTERNAL = "edge", "internal"
+CONTAINER_HOST = "0.0.0.0"
 
 
 def compose_filename(config: ProjectConfig, env: str) -> str:
@@ -164,7 +165,9 @@ def _service_healthcheck(service: Service) -> dict[str, Any]:
 def _command(service: Service, *, dev: bool) -> str | None:
     if not service.command:
         return None
-    command = service.command.replace("{port}", str(service.port or ""))
+    # Inside a container the server must listen on every interface of its network namespace:
+    # nginx and the health check reach it over the compose network, not over loopback.
+    command = service.command.replace("{port}", str(service.port or "")).replace("{host}", CONTAINER_HOST)
     if dev and command.split()[0] == "gunicorn" and "--reload" not in command.split():
         command += " --reload"
     return command
