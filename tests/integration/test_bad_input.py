@@ -68,6 +68,30 @@ def test_bad_url_and_duration(app: App) -> None:
     one_clear_line(run(app.root, "status"), 2, "environments.dev.url", "http(s) URL")
 
 
+def test_bad_url_port_health_shorthand_and_command_without_port(app: App) -> None:
+    cfg = app.root / "stageflow.yml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace(f"url: http://127.0.0.1:{app.ports['dev']}", "url: http://127.0.0.1:99301"))
+    one_clear_line(run(app.root, "status"), 2, "environments.dev.url", "between 1 and 65535")
+    one_clear_line(run(app.root, "deploy", "dev"), 2, "environments.dev.url")
+    cfg.write_text(text.replace("--bind {host}:{port}", ""))
+    one_clear_line(run(app.root, "config", "validate", "dev"), 2, "services.backend", "must contain {port}")
+    # `health: /path` is short for `health: {path: /path}`; a wrong shape says what is expected
+    import yaml
+
+    data = yaml.safe_load(text)
+    data["services"]["backend"]["health"] = "/healthz/"
+    cfg.write_text(yaml.safe_dump(data))
+    assert run(app.root, "status").returncode == 0
+    from stageflow.config.loader import load_project
+
+    assert load_project(app.root).web_service[1].health.path == "/healthz/"  # type: ignore[union-attr]
+    data["services"]["backend"]["health"] = 5
+    cfg.write_text(yaml.safe_dump(data))
+    one_clear_line(run(app.root, "status"), 2, "services.backend.health", "must be a path like /health/")
+    nothing_deployed(app)
+
+
 def test_unknown_environment_lists_known_ones(app: App) -> None:
     one_clear_line(run(app.root, "deploy", "qa"), 2, "unknown environment 'qa'", "production (prod)")
     one_clear_line(run(app.root, "rollback", "qa"), 2, "unknown environment")

@@ -26,7 +26,7 @@ from stageflow.runner import Result, Runner
 PROJECT = """\
 project: practika
 services:
-  backend: {port: 8000, command: "gunicorn practika.wsgi"}
+  backend: {port: 8000, command: "gunicorn practika.wsgi --bind {host}:{port}"}
 database: {engine: postgres, user: practica, password: "${POSTGRES_PASSWORD}"}
 environments:
   dev: {runtime: local, url: "http://127.0.0.1:8001"}

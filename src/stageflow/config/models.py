@@ -77,6 +77,15 @@ class HealthCheck(Strict):
     deadline: Duration = 60.0
 
 
+def _health_shorthand(v: Any) -> Any:
+    """``health: /healthz`` is short for ``health: {path: /healthz}``."""
+    if isinstance(v, str):
+        return {"path": v}
+    if v is not None and not isinstance(v, dict | HealthCheck):
+        raise ValueError("must be a path like /health/ or a mapping like {path: /health/, expect: 200}")
+    return v
+
+
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Service(Strict):
     """One process type of the app (web backend, worker...)."""
@@ -86,13 +95,18 @@ class Service(Strict):
     command: str | None = None
     port: Port | None = None
     release: str | None = None
-    health: HealthCheck | None = None
+    health: Annotated[HealthCheck | None, Check(_health_shorthand, before=True)] = None
     replicas: Replicas = 1
     healthcheck: str | None = None
 
     def __post_init__(self) -> None:
         if self.port is not None and self.health is None:
             object.__setattr__(self, "health", HealthCheck())
+        if self.port is not None and self.command and "{port}" not in self.command:
+            # The app would listen where stageflow never probes: every health gate would time out.
+            raise ValueError(f"command {self.command!r} of the web service must contain {{port}} (and may use "
+                             "{host}), e.g. 'gunicorn app.wsgi --bind {host}:{port}': stageflow fills in the "
+                             "port it starts and probes each release on")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -170,6 +184,12 @@ def _env_url(v: str) -> str:
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL like http://127.0.0.1:8001")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"port in {v!r} must be a number between 1 and 65535, like http://127.0.0.1:8001")
     return v.rstrip("/")
 
 

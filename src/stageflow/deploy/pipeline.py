@@ -22,7 +22,14 @@ from stageflow.deploy import preflight as pf
 from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.probe import probe_url, proxy_prober, svc_health
-from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
+from stageflow.deploy.release import (
+    GitFacts,
+    build_release,
+    prune_releases,
+    read_git,
+    release_path,
+    remove_release,
+)
 from stageflow.errors import LockHeldError, OperationError, UsageError
 from stageflow.fsutil import inside, make_dirs
 from stageflow.masking import masker
@@ -545,4 +552,10 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
     store.finish_deployment(dep_id, "succeeded", None, downtime)
     note = " (with downtime: no nginx)" if downtime else ""
     ws.log.write(f"[{ctx.name}] deployed {release} → {ctx.env.url}{note}")
+    # Retention after every successful deploy, across envs (a release two envs served goes once
+    # neither keeps it), so release directories do not pile up — crashed deploys' ones included.
+    pruned = prune_releases(store, ctx.config, list(ctx.config.environments), ctx.config.releases.keep)
+    if pruned:
+        ws.log.write(f"[{ctx.name}] releases.keep={ctx.config.releases.keep}: removed {len(pruned)} old "
+                     f"release(s): {', '.join(pruned)}")
     return DeployReport(ctx.name, release, "succeeded", dep_id, downtime)
