@@ -197,3 +197,25 @@ def test_status_reports_one_broken_environment_without_hiding_the_others(app: Ap
     assert rows["production"]["reason"].startswith("config error:") and "SECRET_KEY" in rows["production"]["reason"]
     assert rows["dev"]["reason"] == "not deployed"
     one_clear_line(run(app.root, "status", "production"), 2, "SECRET_KEY")
+
+
+def test_setup_ignores_stageflow_files_and_preflight_refuses_them_tracked(app: App) -> None:
+    from stageflow.configmgr.gitignore import is_ignored
+
+    text = (app.root / ".gitignore").read_text()
+    for rel in (".stageflow/state.db", ".stageflow/tls/production/key.pem", ".stageflow/venvs/x/bin/python",
+                "logs/workflow_1.log", ".env.production"):
+        assert is_ignored(text, rel), rel
+    (app.root / "data").mkdir(exist_ok=True)
+    (app.root / "data" / "practica_dev.sqlite3").write_text("")
+    untracked = git(app.root, "status", "--porcelain", "--untracked-files=all")
+    assert ".stageflow" not in untracked and "logs/" not in untracked and "sqlite3" not in untracked, untracked
+    # forced in anyway (git add -f, or an older .gitignore): the deploy refuses before changing anything
+    (app.root / "logs").mkdir(exist_ok=True)
+    (app.root / "logs" / "workflow_old.log").write_text("x\n")
+    git(app.root, "add", "-f", "logs/workflow_old.log", "data/practica_dev.sqlite3")
+    git(app.root, "commit", "-qm", "oops")
+    one_clear_line(run(app.root, "deploy", "dev"), 1, "stageflow's own files are tracked",
+                   "logs/workflow_old.log", "git rm -r --cached data logs")
+    one_clear_line(run(app.root, "full"), 1, "stageflow's own files are tracked")
+    nothing_deployed(app)

@@ -255,7 +255,8 @@ class Releases(Strict):
 
     keep: Annotated[int, Bounds(ge=2, le=1000)] = 5
     requirements: str = "requirements.txt"
-    venv_dir: str = ".stageflow/venvs/{env}"
+    #: Content-addressed (one venv per requirements hash), shared by every env; may use {env}/{project}.
+    venv_dir: str = ".stageflow/venvs"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)

@@ -15,6 +15,7 @@ from stageflow.deploy.pipeline import (
     deploy_env,
     take_backup,
 )
+from stageflow.deploy.preflight import check_tracked, tracked_state
 from stageflow.deploy.release import build_release, prune_releases, read_git, release_path
 from stageflow.errors import OperationError, UsageError
 from stageflow.runtimes.local import LocalRuntime
@@ -78,6 +79,9 @@ def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: 
             f"uncommitted changes ({', '.join(facts.dirty_files[:3])}) and {strict[0]} requires a clean tree",
             hint="commit or stash them first",
         )
+    if "git" not in opts.skip_checks and (tracked := check_tracked(tracked_state(ws.root, config, ws.runner))):
+        ws.audit(None, "refused", tracked.reason)
+        raise OperationError(f"pre-flight failed: git: {tracked.reason}")
     if not opts.dry_run:
         # Every question is asked before the first deploy starts: a "no" then changes nothing.
         for c in contexts:

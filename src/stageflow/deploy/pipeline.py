@@ -201,8 +201,15 @@ def check_database(ws: Workspace, ctx: EnvContext) -> pf.Check:
 
     target = backup_target(ctx)
     assert target is not None  # engine is postgres here
-    r = ws.runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
+    # The database itself, not the server: migrations need it to exist and to let the app's role in.
+    r = ws.runner.run(psql_command(target, "SELECT 1", database=target.name), env=pg_env(target), timeout=20)
     if not r.ok:
+        text = f"{r.stderr} {r.stdout}"
+        if f'database "{target.name}" does not exist' in text:
+            return pf.Check("database", "fail", (
+                f"database {target.name} does not exist on {target.host}:{target.port}; create it (as a "
+                f"superuser, or a role with CREATEDB): createdb -h {target.host} -p {target.port} "
+                f"-O {target.user} {target.name}"))
         return pf.Check("database", "fail", f"{target.describe()} unreachable: {r.brief(200)}")
     return pf.Check("database", "pass", f"{target.describe()} reachable")
 
@@ -219,7 +226,8 @@ def run_preflight(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, facts: GitFa
             if facts is None:
                 checks.append(pf.Check("git", "pass", "deploying an existing release"))
             else:
-                checks.append(pf.check_git(facts, ctx.require_clean_git))
+                tracked = pf.check_tracked(pf.tracked_state(ctx.root, ctx.config, ws.runner))
+                checks.append(tracked or pf.check_git(facts, ctx.require_clean_git))
         elif name == "runtime":
             check = pf.check_runtime(rt.nginx_binary, new_port, rt.port_in_use, active_port)
             if check.status != "fail" and rt.nginx_binary and not rt.nginx_running() and rt.port_in_use(
@@ -453,8 +461,9 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
         else:
             s.detail = f"reusing {release}"
         rdir = release_path(store, release)
-        venv = rt.ensure_venv(rdir, ctx.config.releases.requirements)
-        s.detail += f"; venv {venv.name if venv else 'none (no requirements file)'}"
+        prepared = rt.prepare_venv(rdir, ctx.config.releases.requirements)
+        venv = prepared.path if prepared else None
+        s.detail += f"; {prepared.describe() if prepared else 'no venv (no requirements file)'}"
     store.set_deployment_release(dep_id, release)
 
     def discard_new() -> None:

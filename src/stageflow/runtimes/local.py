@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from stageflow.commands import nginx as nginx_cmd
-from stageflow.config.loader import EnvContext
+from stageflow.config.loader import EnvContext, with_release
 from stageflow.errors import OperationError
 from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
@@ -67,6 +67,19 @@ class ProcInfo:
     port: int | None
     #: Start time in clock ticks since boot (Linux ``/proc/PID/stat``): a pid-reuse check without psutil.
     start_ticks: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedVenv:
+    """A release's virtualenv and whether this deploy built it (else it was reused)."""
+
+    path: Path
+    built: bool
+    seconds: float
+
+    def describe(self) -> str:
+        """``venv 1a2b… built in 8.1s`` or ``venv 1a2b… reused``: what the release step says."""
+        return f"venv {self.path.name} " + (f"built in {self.seconds:.1f}s" if self.built else "reused")
 
 
 class LocalRuntime:
@@ -360,7 +373,20 @@ http {{
 
     # virtual environments ----------------------------------------------------------------------
     def ensure_venv(self, release_dir: Path, requirements: str) -> Path | None:
-        """The env's venv for this release's requirements (built when the file changed); None without one."""
+        """The venv for this release's requirements (see :meth:`prepare_venv`); None without a file."""
+        prepared = self.prepare_venv(release_dir, requirements)
+        return prepared.path if prepared else None
+
+    def prepare_venv(self, release_dir: Path, requirements: str) -> PreparedVenv | None:
+        """The content-addressed venv for this release's requirements: reused when one with the same
+        requirements hash exists (any environment's), else built. None without a requirements file.
+
+        Environments share it, so a promotion builds it once: it is made read-only once complete (the
+        app cannot change what another environment runs), and built under a file lock so two deploys
+        needing the same one build it once.
+        """
+        import fcntl
+
         req = release_dir / requirements
         digest = file_hash(req)
         if digest is None:
@@ -368,25 +394,38 @@ http {{
         venv = self.venv_root / digest[:16]
         marker = venv / ".stageflow-complete"
         if marker.exists():
-            return venv
-        if venv.exists():
-            shutil.rmtree(venv)
-        make_dirs(self.venv_root, root=self.ctx.root if inside(self.ctx.root, self.venv_root) else None)
-        base = getattr(sys, "_base_executable", sys.executable)
-        self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
-        self.runner.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(req)],
-            check=True, what=f"pip install -r {requirements}", timeout=900,
-        )
-        write_file(marker, digest, root=self.ctx.root if inside(self.ctx.root, marker) else None)
-        return venv
+            return PreparedVenv(venv, False, 0.0)
+        root = self.ctx.root if inside(self.ctx.root, self.venv_root) else None
+        make_dirs(self.venv_root, root=root)
+        started = time.monotonic()
+        lock_fd = open_append(self.venv_root / f".{digest[:16]}.lock", root=root)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another deploy may be building this very venv
+            if marker.exists():
+                return PreparedVenv(venv, False, 0.0)
+            if venv.exists():
+                _make_writable(venv)  # a build interrupted half-way
+                shutil.rmtree(venv)
+            base = getattr(sys, "_base_executable", sys.executable)
+            self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
+            self.runner.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 "-r", str(req)],
+                check=True, what=f"pip install -r {requirements}", timeout=900,
+            )
+            self.runner.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv)],
+                            what="compile the venv", timeout=300)
+            _make_read_only(venv)
+            write_file(marker, digest, root=root)
+        finally:
+            os.close(lock_fd)
+        return PreparedVenv(venv, True, time.monotonic() - started)
 
     # processes ---------------------------------------------------------------------------------
     def process_env(self, release: str, color: str, port: int, venv: Path | None) -> dict[str, str]:
         """The environment a service process gets: a clean base plus the app's variables."""
         env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
-        env.update(self.ctx.app_vars)
+        env.update(with_release(self.ctx.app_vars, release))
         if venv is not None:
             env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
             env["VIRTUAL_ENV"] = str(venv)
@@ -681,6 +720,26 @@ def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
     # Everything under .stageflow/ is private (0600) and written without following any symlink
     # (nor, under ``root``, through a symlinked directory).
     write_file(path, text, root=path.parent if root is None else root, mode=0o600)
+
+
+def _make_read_only(tree: Path) -> None:
+    """Drop every write bit below ``tree`` (symlinks untouched; directories stay listable)."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in filenames + dirnames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode & ~0o222)
+    tree.chmod(tree.stat().st_mode & ~0o222)
+
+
+def _make_writable(tree: Path) -> None:
+    """Give the owner write access again below ``tree`` so it can be removed."""
+    tree.chmod(tree.stat().st_mode | 0o200)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in filenames + dirnames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | 0o200)
 
 
 def _load_info(path: Path) -> ProcInfo | None:
