@@ -140,9 +140,10 @@ def report_cmd(
     if output is None:
         sys.stdout.write(text)
         return
-    from stageflow.config.envfile import write_env_text
+    from stageflow.fsutil import write_file
 
-    write_env_text(output, text, mode=0o644)
+    # The operator's -o path: taken as given, but the file itself is never written through a symlink.
+    write_file(output, text, root=None, mode=0o644)
     sys.stdout.write(f"wrote {output}\n")
 
 
