@@ -33,6 +33,9 @@ class Observation:
     details: list[str] = field(default_factory=list)
     metrics: list[tuple[str, float]] = field(default_factory=list)
     depends_on: tuple[str, ...] = ()
+    #: False when there was too little to judge (error rate under the minimum request count): shown,
+    #: sampled, but it neither fires nor resolves an alert.
+    judged: bool = True
 
     @property
     def fingerprint(self) -> str:

@@ -270,6 +270,8 @@ class Monitor:
             notices: list[stages.Notice] = []
             seen_obs: dict[str, Observation] = {}
             for obs in observations:
+                if not obs.judged:
+                    continue
                 fp = obs.fingerprint
                 seen_obs[fp] = obs
                 prev = changed.get(fp) or st.alert(fp)

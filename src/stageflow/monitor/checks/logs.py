@@ -203,7 +203,8 @@ class AccessLogCheck:
             summary = f"{scan.errors_5xx} of {scan.requests} requests failed with 5xx ({rate:.1f}%)"
             metrics.append(("error_rate", rate))
         out = [Observation(self.env, "error_rate", "nginx", sev, summary, rate, self.error_rate.shown, "%",
-                           hint=f"the app's log and {self.path}" if sev != "ok" else "", metrics=metrics)]
+                           hint=f"the app's log and {self.path}" if sev != "ok" else "", metrics=metrics,
+                           judged=scan.requests >= self.min_requests)]
         if scan.times_ms:
             p50, p95, p99 = (percentile(scan.times_ms, q) for q in (50, 95, 99))
             slow = sorted(scan.by_path.items(), key=lambda kv: -percentile(kv[1], 95))[:5]
