@@ -186,5 +186,5 @@ def test_refuses_to_write_through_a_symlink(app: Path, tmp_path: Path) -> None:
     outside.mkdir()
     (app / ".github").symlink_to(outside)
     proc = generate(app)
-    assert proc.returncode == 1 and "symlink" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and "symbolic link" in proc.stderr, proc.stderr
     assert not list(outside.iterdir())

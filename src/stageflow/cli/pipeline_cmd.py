@@ -51,18 +51,13 @@ def _root_or_cwd(root: Path | None) -> Path:
 
 
 def _write_inside(root: Path, rel: Path, text: str) -> Path:
-    """Write ``root/rel`` atomically; refuse a path that leaves the root or goes through a symlink."""
-    from stageflow.config.envfile import write_env_text
+    """Write ``root/rel`` (a file of the app's repository, so world-readable) through the safe writer."""
     from stageflow.errors import OperationError
+    from stageflow.fsutil import write_file
 
     path = root / rel
-    cur = root
-    for part in rel.parts:
-        cur = cur / part
-        if cur.is_symlink():
-            raise OperationError(f"refusing to write {path}: {cur} is a symlink", hint="remove the link, then retry")
     try:
-        write_env_text(path, text, mode=0o644)
+        write_file(path, text, root=root, mode=0o644, dir_mode=0o755)
     except OSError as exc:
         raise OperationError(f"cannot write {path}: {exc.strerror}", hint="check the directory's permissions") from exc
     return path
@@ -138,8 +133,8 @@ def scan_command(
         "--output", "-o", help="Also write the JSON report here (what `gate` reads).")] = None,
 ) -> None:
     """Run the installed scanners (pip-audit, bandit, detect-secrets, hadolint, gixy, trivy); one merged report."""
-    from stageflow.config.envfile import write_env_text
     from stageflow.errors import OperationError, UsageError
+    from stageflow.fsutil import inside, write_file
     from stageflow.runner import Runner
     from stageflow.security.report import SEVERITIES, render_json, render_sarif
     from stageflow.security.scan import scan_project
@@ -157,7 +152,7 @@ def scan_command(
         saved = app_root / ".stageflow" / "reports" / "scan.json"
     if saved is not None:
         try:
-            write_env_text(saved, render_json(report), mode=0o644)
+            write_file(saved, render_json(report), root=app_root if inside(app_root, saved) else None)
         except OSError as exc:
             raise UsageError(f"--output: cannot write {saved}: {exc.strerror}") from exc
     text = {"json": render_json, "sarif": render_sarif, "table": render_table}[fmt](report)

@@ -109,12 +109,12 @@ class _Sampler:
 def run_loadtest(ctx: EnvContext, opts: LoadOptions, *, runner: Runner, memory: MemorySource | None,
                  k6: str | None, say: Callable[[str], None]) -> dict[str, Any]:
     """Write the k6 script, run the load (k6 or Python), write and return the summary."""
-    from stageflow.config.envfile import write_env_text
+    from stageflow.fsutil import write_file
     from stageflow.generate.k6 import render_k6
 
     plan = plan_for(ctx, opts)
     script = ctx.state_dir / "loadtest" / f"{ctx.name}.js"
-    write_env_text(script, render_k6(ctx.config.loadtest, ctx.config.gates, ctx.env.url), mode=0o644)
+    write_file(script, render_k6(ctx.config.loadtest, ctx.config.gates, ctx.env.url), root=ctx.root)
     engine = opts.engine
     if engine == "k6" and k6 is None:
         raise UsageError("--engine k6: k6 is not installed", hint="install k6, or use --engine python")
@@ -143,7 +143,7 @@ def run_loadtest(ctx: EnvContext, opts: LoadOptions, *, runner: Runner, memory: 
     if summary["requests"] == 0:
         raise OperationError(f"load test of {ctx.name} made no requests", hint=f"is {ctx.env.url} up?")
     out = report_path(ctx.root, ctx.name)
-    write_env_text(out, json.dumps(summary, indent=2) + "\n", mode=0o644)
+    write_file(out, json.dumps(summary, indent=2) + "\n", root=ctx.root)
     return summary
 
 

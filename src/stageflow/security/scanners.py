@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from stageflow.fsutil import read_file
 from stageflow.runner import Result
 from stageflow.security.report import Finding
 
@@ -130,8 +131,9 @@ class PipAudit:
         if target.osv_url:
             argv += ["--osv-url", target.osv_url]
         req = target.root / target.requirements
-        if req.is_file() and not req.is_symlink():
-            lines = [ln.split("#", 1)[0].strip() for ln in req.read_text(errors="replace").splitlines()]
+        data = read_file(req, root=target.root, limit=1 << 20)
+        if data is not None:
+            lines = [ln.split("#", 1)[0].strip() for ln in data.decode(errors="replace").splitlines()]
             reqs = [ln for ln in lines if ln and not ln.startswith("-")]
             if reqs and all(re.fullmatch(r"[A-Za-z0-9._\[\],-]+==[A-Za-z0-9.+!_-]+(\s*;.*)?", r) for r in reqs):
                 # A fully pinned file is a lock: audit it as written, without resolving in a scratch venv.
