@@ -351,7 +351,7 @@ class Monitoring(Strict):
     environments: dict[str, EnvMonitoring] = field(default_factory=dict)
 
 
-Severity = Literal["info", "warning", "critical"]
+AlertSeverity = Literal["info", "warning", "critical"]
 DeployEvent = Literal["deployed", "failed", "rolled_back", "promoted"]
 DEPLOY_EVENTS: tuple[str, ...] = ("deployed", "failed", "rolled_back", "promoted")
 
@@ -361,7 +361,7 @@ class Route(Strict):
     """Which messages one notifier takes: environments (empty: all), lowest severity, deploy events."""
 
     environments: list[str] = field(default_factory=list)
-    min_severity: Severity = "info"
+    min_severity: AlertSeverity = "info"
     events: list[DeployEvent] = field(default_factory=lambda: ["deployed", "failed", "rolled_back", "promoted"])
     deploy_environments: list[str] = field(default_factory=list)
 
