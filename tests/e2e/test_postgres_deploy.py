@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.config.envfile import read_env_file
-from tests.support.app import App, make_app, teardown_app
+from stageflow.config.envfile import read_env_file, write_env_file
+from tests.support.app import REPO, STAGEFLOW, App, make_app, teardown_app
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.e2e
@@ -88,3 +88,28 @@ def test_a_database_that_does_not_exist_fails_preflight_saying_how_to_create_it(
     assert proc.returncode == 1
     assert "pre-flight failed: database: database practica_dev does not exist" in proc.stderr
     assert f"createdb -h {pg.host} -p {pg.port} -O practica_dev practica_dev" in proc.stderr
+
+
+def test_the_original_staging_line_with_the_password_in_the_shell(pg_app: tuple[App, PostgresServer]) -> None:
+    """`POSTGRES_PASSWORD=custom-password ./scripts/workflow-orchestrator.sh staging`, as written."""
+    import os
+
+    app, pg = pg_app
+    with pg.connect("postgres") as con:
+        con.execute("ALTER ROLE practica_staging PASSWORD 'custom-password'")
+    path = app.root / ".env.staging"
+    values = read_env_file(path)
+    del values["POSTGRES_PASSWORD"]  # only in the shell
+    write_env_file(path, values)
+    (app.root / "scripts").mkdir()
+    for name in ("workflow-orchestrator.sh", "_stageflow.sh"):
+        shutil.copy2(REPO / "scripts" / name, app.root / "scripts" / name)
+    app.commit("the wrapper scripts")
+    proc = subprocess.run(["./scripts/workflow-orchestrator.sh", "staging"], cwd=app.root, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "POSTGRES_PASSWORD": "custom-password", "STAGEFLOW": str(STAGEFLOW)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "missing from" not in proc.stdout + proc.stderr
+    assert "too short" in proc.stdout  # a weak secret outside production is said, not refused
+    row = json.loads(app.sf("status", "staging", "--json", env={"POSTGRES_PASSWORD": "custom-password"}).stdout)[0]
+    assert row["healthy"], row

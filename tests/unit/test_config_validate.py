@@ -444,11 +444,12 @@ def test_django_check_uses_the_apps_venv_python(app: Path) -> None:
 
 
 def test_unset_variable_in_stageflow_yml_is_an_item(app: Path) -> None:
-    (app / "stageflow.yml").write_text(PROJECT.replace('"gunicorn practika.wsgi"', '"${APP_CMD}"'))
+    (app / "stageflow.yml").write_text(PROJECT.replace('"gunicorn practika.wsgi --bind {host}:{port}"',
+                                                       '"${APP_CMD}"'))
     report = validate(app, "dev")
     assert error_keys(report) == ["APP_CMD"]
     assert report.errors[0].fix == "set it in the shell or in .env.dev"
-    assert validate(app, "dev", environ={"APP_CMD": "gunicorn practika.wsgi"}).ok
+    assert validate(app, "dev", environ={"APP_CMD": "gunicorn practika.wsgi --bind {host}:{port}"}).ok
 
 
 def test_unset_notifier_variable_is_a_warning_not_an_error(app: Path) -> None:

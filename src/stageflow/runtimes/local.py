@@ -469,13 +469,13 @@ http {{
         argv = ["/bin/sh", "-c", svc.release]
         if self.runner.log:
             self.runner.log(f"$ {masker.mask(svc.release)}  (release command of {release})")
-        log_path = self.log_dir / "release.log"
         started = time.monotonic()
-        with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
-            log.write(f"--- {release}: release command ---\n".encode())
-            log.flush()
-            offset = log.tell()
-            proc = subprocess.Popen(argv, cwd=release_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+        # Raw output goes to a private file while it runs (a pipe would die with a killed deploy and
+        # take the migration with it); it reaches release.log masked, like everything stageflow keeps.
+        raw = self._release_output()
+        raw.unlink(missing_ok=True)
+        with os.fdopen(open_append(raw, root=self.ctx.root), "ab") as out:
+            proc = subprocess.Popen(argv, cwd=release_dir, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         pidfile = self._release_pidfile()
         info = ProcInfo("release", "release", proc.pid, psutil.Process(proc.pid).create_time(), release, None,
@@ -486,17 +486,29 @@ http {{
         except subprocess.TimeoutExpired:
             _terminate_group(proc.pid, 5.0)
             proc.wait()
+            self._keep_release_output(release)
             raise OperationError(f"release command '{svc.release}' timed out after {timeout:.0f}s") from None
         finally:
             if proc.returncode is not None:
                 pidfile.unlink(missing_ok=True)
+        text = self._keep_release_output(release)
         if code != 0:
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
-                out = fh.read().decode("utf-8", "replace")
-            brief = Result(tuple(argv), code, out, "", time.monotonic() - started).brief()
+            brief = Result(tuple(argv), code, text, "", time.monotonic() - started).brief()
             raise OperationError(f"release command '{svc.release}' failed: {brief}")
         return svc.release
+
+    def _release_output(self) -> Path:
+        return self.run_dir / "release.out"
+
+    def _keep_release_output(self, release: str) -> str:
+        """Move the finished release command's raw output into ``logs/release.log``, masked; return it."""
+        raw = self._release_output()
+        data = read_file(raw, root=self.ctx.root, limit=64 << 20)
+        text = masker.mask(data.decode("utf-8", "replace")) if data else ""
+        with os.fdopen(open_append(self.log_dir / "release.log", root=self.ctx.root), "ab") as log:
+            log.write(f"--- {release}: release command ---\n{text}".encode())
+        raw.unlink(missing_ok=True)
+        return text
 
     def release_command_running(self) -> ProcInfo | None:
         """The release command an interrupted deploy left running (pid and start time verified)."""
@@ -512,6 +524,8 @@ http {{
         info = self.release_command_running()
         if info is None:
             self._release_pidfile().unlink(missing_ok=True)  # a dead one's record
+            if self._release_output().exists():
+                self._keep_release_output("(an interrupted deploy)")
             return None
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and _alive(info):
@@ -522,6 +536,7 @@ http {{
         else:
             outcome = "waited for it to finish"
         self._release_pidfile().unlink(missing_ok=True)
+        self._keep_release_output(info.release)
         return (f"the release command of an interrupted deploy (pid {info.pid}, release {info.release}) "
                 f"was still running: {outcome}")
 
