@@ -29,7 +29,8 @@ def test_env_file_paths_leaving_the_app_are_refused(tmp_path: Path, value: str) 
                  ("config", "validate", "dev", "--no-django-check"), ("config", "compose", "dev")):
         proc = run(root, *args)
         assert proc.returncode in (1, 2), (args, proc.stdout, proc.stderr)
-        assert "environments.dev.env_file" in proc.stderr + proc.stdout and "leaves the app" in proc.stderr + proc.stdout
+        out = proc.stderr + proc.stdout
+        assert "environments.dev.env_file" in out and "leaves the app" in out
         assert "Traceback" not in proc.stderr
     assert not Path(value).is_absolute() or not Path(value).exists()
     after = sorted(str(p) for p in tmp_path.rglob("*") if "/.stageflow" not in str(p) and "/logs" not in str(p))

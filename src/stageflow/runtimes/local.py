@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from stageflow.commands import nginx as nginx_cmd
@@ -33,8 +34,12 @@ from stageflow.contexts import host_port, nginx_token
 from stageflow.errors import ConfigError, OperationError, StageflowError
 from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
+from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, is_ours, proc_stat, running
 from stageflow.runner import Runner
+
+if TYPE_CHECKING:
+    from stageflow.monitor.resources import ServiceStats
 
 COLORS = ("blue", "green")
 _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT")
@@ -181,10 +186,19 @@ pid {d / 'nginx.pid'};
 error_log {d / 'error.log'} warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {d / 'access.log'};
+    # "combined" plus the request time, which the monitor reads for latency percentiles.
+    log_format stageflow '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                         '"$http_referer" "$http_user_agent" rt=$request_time';
+    access_log {d / 'access.log'} stageflow;
     server_tokens off;
 {temp}
     include {d / upstream_filename(self.env)};
+    # Tells stageflow's own probes which upstream answered (status asks nginx what really serves);
+    # only a request carrying this env's probe token gets the header.
+    map $http_x_stageflow_probe $stageflow_upstream {{
+        default "";
+        "{self.probe_token()}" $upstream_addr;
+    }}
     server {{
         listen {listen};
         server_name _;
@@ -198,23 +212,49 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_connect_timeout 5s;
             proxy_read_timeout 60s;
+            add_header X-Stageflow-Upstream $stageflow_upstream always;
         }}
     }}
 }}
 """
 
-    def serving(self) -> tuple[str, str] | None:
-        """(color, release) of the live web process the running proxy routes to; None when unknown."""
-        if self.nginx_binary is None or not self.nginx_running():
-            return None
-        port = self.proxied_port()
+    def probe_token(self) -> str:
+        """This env's probe token (made once, 0600): the key to nginx's upstream header."""
+        path = self.nginx_dir / "probe.token"
+        try:
+            token = path.read_text().strip()
+            if len(token) == 32 and token.isalnum():
+                return token
+        except FileNotFoundError:
+            pass
+        import secrets
+
+        token = secrets.token_hex(16)
+        write_file(path, token, root=self.ctx.root, mode=0o600)
+        return token
+
+    def probe_headers(self) -> dict[str, str]:
+        """Headers that make nginx say which upstream answered (none before a token exists)."""
+        try:
+            return {"X-Stageflow-Probe": (self.nginx_dir / "probe.token").read_text().strip()}
+        except FileNotFoundError:
+            return {}
+
+    def release_on_port(self, port: int | None) -> tuple[str, str] | None:
+        """(color, release) of the live web process listening on ``port``, if any."""
         name, _ = self.ctx.config.web_service
         for color in COLORS:
-            if self.app_port(color) == port:
+            if port is not None and self.app_port(color) == port:
                 info = self._read_pidfile(name, color)
                 if info is not None and _alive(info):
                     return color, info.release
         return None
+
+    def serving(self) -> tuple[str, str] | None:
+        """(color, release) of the live web process the running proxy routes to; None when unknown."""
+        if self.nginx_binary is None or not self.nginx_running():
+            return None
+        return self.release_on_port(self.proxied_port())
 
     def proxied_port(self) -> int | None:
         """The port the upstream file currently points at, or None."""
@@ -389,18 +429,84 @@ http {{
         })
         return env
 
+    def _release_pidfile(self) -> Path:
+        return self.run_dir / "release.json"
+
     def run_release_command(self, release_dir: Path, release: str, venv: Path | None, timeout: float) -> str | None:
-        """Run the web service's ``release`` command (migrations) once; return it or None."""
+        """Run the web service's ``release`` command (migrations) once; return it or None.
+
+        It runs like a service: its own process group, tagged ``STAGEFLOW_INSTANCE=…::release``,
+        its pid and start time in ``run/<env>/release.json``. A deploy killed meanwhile leaves it
+        running; the next deploy finds it there (:meth:`settle_release_command`) before it starts
+        another, so two release commands of one environment never run at once.
+        """
+        import psutil
+
+        from stageflow.runner import Result
+
         _, svc = self.ctx.config.web_service
         if not svc.release:
             return None
+        make_dirs(self.log_dir, root=self.ctx.root)
         env = self.process_env(release, "release", 0, venv)
-        env.pop("STAGEFLOW_INSTANCE")
-        self.runner.run(
-            ["/bin/sh", "-c", svc.release], cwd=release_dir, env=env, timeout=timeout, check=True,
-            what=f"release command '{svc.release}'",
-        )
+        argv = ["/bin/sh", "-c", svc.release]
+        if self.runner.log:
+            self.runner.log(f"$ {masker.mask(svc.release)}  (release command of {release})")
+        log_path = self.log_dir / "release.log"
+        started = time.monotonic()
+        with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
+            log.write(f"--- {release}: release command ---\n".encode())
+            log.flush()
+            offset = log.tell()
+            proc = subprocess.Popen(argv, cwd=release_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        pidfile = self._release_pidfile()
+        info = ProcInfo("release", "release", proc.pid, psutil.Process(proc.pid).create_time(), release, None,
+                        proc_stat(proc.pid)[1])
+        _atomic_write(pidfile, json.dumps(info.__dict__), self.ctx.root)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _terminate_group(proc.pid, 5.0)
+            proc.wait()
+            raise OperationError(f"release command '{svc.release}' timed out after {timeout:.0f}s") from None
+        finally:
+            if proc.returncode is not None:
+                pidfile.unlink(missing_ok=True)
+        if code != 0:
+            with open(log_path, "rb") as fh:
+                fh.seek(offset)
+                out = fh.read().decode("utf-8", "replace")
+            brief = Result(tuple(argv), code, out, "", time.monotonic() - started).brief()
+            raise OperationError(f"release command '{svc.release}' failed: {brief}")
         return svc.release
+
+    def release_command_running(self) -> ProcInfo | None:
+        """The release command an interrupted deploy left running (pid and start time verified)."""
+        info = _load_info(self._release_pidfile(), self.ctx.root)
+        return info if info is not None and _alive(info) else None
+
+    def settle_release_command(self, wait: float) -> str | None:
+        """Let a release command left by a killed deploy finish (up to ``wait`` s), then stop its group.
+
+        Returns what happened, or None when there was none. Waiting first: a migration stopped
+        half-way is worse than one allowed to finish.
+        """
+        info = self.release_command_running()
+        if info is None:
+            self._release_pidfile().unlink(missing_ok=True)  # a dead one's record
+            return None
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(info):
+            time.sleep(0.1)
+        if _alive(info) and is_ours(info.pid, start_ticks=info.start_ticks, cwd_in=str(self.ctx.root)):
+            _terminate_group(info.pid, 5.0)
+            outcome = f"stopped it after waiting {wait:.0f}s"
+        else:
+            outcome = "waited for it to finish"
+        self._release_pidfile().unlink(missing_ok=True)
+        return (f"the release command of an interrupted deploy (pid {info.pid}, release {info.release}) "
+                f"was still running: {outcome}")
 
     def _pidfile(self, service: str, color: str) -> Path:
         return self.run_dir / f"{service}-{color}.json"
@@ -456,6 +562,10 @@ http {{
                 found[name] = doc
         return found
 
+    def all_processes(self) -> list[ProcInfo]:
+        """Live processes of every color: what really runs, whatever the record says."""
+        return [p for color in COLORS for p in self.processes(color)]
+
     def processes(self, color: str) -> list[ProcInfo]:
         """Live processes recorded for ``color``."""
         out = []
@@ -465,11 +575,52 @@ http {{
                 out.append(info)
         return out
 
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        """CPU (percent of one core over ``window``) and memory of each live service, its children included.
+
+        Implements the monitor's ``ResourceSource``; the supervisor and the processes it started count.
+        """
+        import psutil
+
+        from stageflow.monitor.resources import ServiceStats
+
+        def tree(info: ProcInfo) -> list[psutil.Process]:
+            try:
+                root = psutil.Process(info.pid)
+                return [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return []
+
+        def cpu_seconds(procs: list[psutil.Process]) -> float:
+            total = 0.0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            return total
+
+        found = [(info, tree(info)) for c in COLORS for info in self.processes(c)]
+        before = [cpu_seconds(procs) for _, procs in found]
+        start = time.monotonic()
+        time.sleep(window)
+        took = max(time.monotonic() - start, 1e-3)
+        host_memory = psutil.virtual_memory().total
+        out: dict[str, ServiceStats] = {}
+        for (info, procs), cpu0 in zip(found, before, strict=True):
+            rss = 0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            cpu = max(0.0, cpu_seconds(procs) - cpu0) / took * 100
+            prev = out.get(info.service)
+            if prev is not None:  # both colors alive mid-deploy: one figure per service
+                cpu, rss = cpu + prev.cpu_percent, rss + prev.rss_bytes
+            out[info.service] = ServiceStats(info.service, len(procs) + (prev.processes if prev else 0), cpu, rss,
+                                             rss / host_memory * 100)
+        return list(out.values())
+
     def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
-        try:
-            return _parse_pidfile(read_file(self._pidfile(service, color), root=self.ctx.root, limit=1 << 16))
-        except StageflowError:
-            return None
+        return _load_info(self._pidfile(service, color), self.ctx.root)
 
     def _pidfile_damaged(self, color: str) -> bool:
         """True when a pid file of ``color`` exists but cannot be trusted: its processes are kept."""
@@ -643,6 +794,14 @@ def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
     # Everything under .stageflow/ is private (0600) and written without following any symlink
     # (nor, under ``root``, through a symlinked directory).
     write_file(path, text, root=path.parent if root is None else root, mode=0o600)
+
+
+def _load_info(path: Path, root: Path | None = None) -> ProcInfo | None:
+    """A pid file's record; None when missing or damaged (read without following a symlink)."""
+    try:
+        return _parse_pidfile(read_file(path, root=path.parent if root is None else root, limit=1 << 16))
+    except StageflowError:
+        return None
 
 
 def _alive(info: ProcInfo) -> bool:
