@@ -16,6 +16,8 @@ if [ "$dev" = 1 ]; then
   have pg_dump || need_pkgs+=(postgresql-client)
   have openssl || need_pkgs+=(openssl)
   have docker || need_pkgs+=(docker.io)
+  have dockerd || need_pkgs+=(docker.io)
+  have debootstrap || need_pkgs+=(debootstrap)   # scripts/docker-env.sh builds the test images with it
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

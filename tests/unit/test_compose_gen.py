@@ -272,3 +272,15 @@ def test_cli_module_imports_stay_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == ""
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "production"])
+def test_host_placeholder_becomes_every_interface(tmp_path: Path, env: str) -> None:
+    # The example's command binds {host}:{port}; a literal {host} would keep gunicorn from starting.
+    data: dict[str, Any] = copy.deepcopy(PRACTIKA)
+    data["services"]["backend"]["command"] = "gunicorn practika.wsgi --bind {host}:{port} --workers 2"
+    root = tmp_path / "app"
+    write_practika_project(root)
+    (root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    command = build_compose(load_project(root), env, root=root)["services"]["backend"]["command"]
+    assert command.startswith("gunicorn practika.wsgi --bind 0.0.0.0:8000 --workers 2")

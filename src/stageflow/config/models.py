@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from stageflow.config.checks import Bounds, Check
 from stageflow.config.durations import Duration
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}\Z")
 Port = Annotated[int, Bounds(ge=1, le=65535)]
 Replicas = Annotated[int, Bounds(ge=1, le=50)]
 Percent = Annotated[float, Bounds(ge=0, le=100)]

@@ -24,6 +24,7 @@ from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.probe import probe_url, proxy_prober, svc_health
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
 from stageflow.errors import OperationError, UsageError
+from stageflow.fsutil import inside, make_dirs
 from stageflow.masking import masker
 from stageflow.runtimes.local import LocalRuntime, other_color
 from stageflow.workspace import Workspace
@@ -401,7 +402,7 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
             db = ctx.database
             if db.engine == "sqlite":
                 sqlite_path = Path(db.path) if Path(db.path).is_absolute() else ctx.root / db.path
-                sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+                make_dirs(sqlite_path.parent, root=ctx.root if inside(ctx.root, sqlite_path) else None)
             try:
                 cmd = rt.run_release_command(rdir, release, venv, timeout=max(10.0, deadline.remaining))
             except OperationError:

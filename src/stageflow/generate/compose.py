@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from stageflow.config.models import ProjectConfig, Service
 from stageflow.errors import ConfigError, OperationError
+from stageflow.fsutil import inside, write_file
 
 DEFAULT_IMAGES: dict[str, str] = {
     "base": "python:3.12-slim",
@@ -67,6 +68,7 @@ LIMITS: dict[str, tuple[str, str]] = {
     "nginx": ("0.5", "128M"),
 }
 EDGE, INTERNAL = "edge", "internal"
+CONTAINER_HOST = "0.0.0.0"
 
 
 def compose_filename(config: ProjectConfig, env: str) -> str:
@@ -163,7 +165,9 @@ def _service_healthcheck(service: Service) -> dict[str, Any]:
 def _command(service: Service, *, dev: bool) -> str | None:
     if not service.command:
         return None
-    command = service.command.replace("{port}", str(service.port or ""))
+    # Inside a container the server must listen on every interface of its network namespace:
+    # nginx and the health check reach it over the compose network, not over loopback.
+    command = service.command.replace("{port}", str(service.port or "")).replace("{host}", CONTAINER_HOST)
     if dev and command.split()[0] == "gunicorn" and "--reload" not in command.split():
         command += " --reload"
     return command
@@ -383,8 +387,8 @@ def write_compose(config: ProjectConfig, env: str, *, root: Path, out_dir: Path 
     doc = build_compose(config, env, root=root, out_dir=out_dir)
     path = out_dir / compose_filename(config, env)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_compose(doc, env), encoding="utf-8")
+        write_file(path, render_compose(doc, env), root=root if inside(root, path) else None, mode=0o644,
+                   dir_mode=0o755)
     except OSError as exc:
         raise OperationError(
             f"cannot write {path}: {exc.strerror}", hint="choose a writable --output directory"

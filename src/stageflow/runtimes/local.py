@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from stageflow.commands import nginx as nginx_cmd
 from stageflow.config.loader import EnvContext
 from stageflow.errors import OperationError
+from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
 from stageflow.procs import NO_PROCFS, proc_stat, running
 from stageflow.runner import Runner
@@ -150,7 +151,7 @@ class LocalRuntime:
         """:meth:`tls_paths`, (re)making the self-signed pair first when it is missing or near expiry."""
         cert_p, key_p = self.tls_paths()
         if cert_p.parent == self.ctx.state_dir / "tls" / self.env and not _cert_fresh(cert_p):
-            _self_signed(cert_p, key_p, urlsplit(self.ctx.env.url).hostname or "127.0.0.1")
+            _self_signed(cert_p, key_p, urlsplit(self.ctx.env.url).hostname or "127.0.0.1", self.ctx.root)
         return cert_p, key_p
 
     def _nginx_conf(self) -> Path:
@@ -267,16 +268,20 @@ http {{
         binary = self.nginx_binary
         if binary is None:
             raise OperationError("point_proxy needs nginx")
-        (self.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        root = self.ctx.root
+        make_dirs(self.nginx_dir / "tmp", root=root)
+        for log in ("access.log", "error.log"):  # nginx would create them world-readable
+            create_private(self.nginx_dir / log, root=root)
         conf = self._nginx_conf()
         up = self.nginx_dir / upstream_filename(self.env)
-        old_up = up.read_text() if up.exists() else None
-        _atomic_write(conf, self._render_nginx())
-        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{self.listen_host}:{port}"]))
+        old = read_file(up, root=root, limit=1 << 16)
+        old_up = old.decode("utf-8", "replace") if old is not None else None
+        _atomic_write(conf, self._render_nginx(), root)
+        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{self.listen_host}:{port}"]), root)
         test = self.runner.run(nginx_cmd.test_config(binary, self.nginx_dir, conf), what="nginx -t")
         if not test.ok:
             if old_up is not None:
-                _atomic_write(up, old_up)
+                _atomic_write(up, old_up, root)
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
         if self.nginx_running():
             old_workers = self._nginx_workers()
@@ -333,7 +338,7 @@ http {{
             return venv
         if venv.exists():
             shutil.rmtree(venv)
-        self.venv_root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.venv_root, root=self.ctx.root if inside(self.ctx.root, self.venv_root) else None)
         base = getattr(sys, "_base_executable", sys.executable)
         self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
         self.runner.run(
@@ -341,7 +346,7 @@ http {{
              "-r", str(req)],
             check=True, what=f"pip install -r {requirements}", timeout=900,
         )
-        marker.write_text(digest)
+        write_file(marker, digest, root=self.ctx.root if inside(self.ctx.root, marker) else None)
         return venv
 
     # processes ---------------------------------------------------------------------------------
@@ -382,8 +387,7 @@ http {{
         """Start every service of ``release`` as ``color``."""
         import psutil
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.log_dir, root=self.ctx.root)
         port = self.app_port(color)
         started: list[ProcInfo] = []
         for name, svc in self.ctx.config.services.items():
@@ -391,7 +395,7 @@ http {{
                 continue
             cmd = svc.command.replace("{port}", str(port)).replace("{host}", self.listen_host)
             log_path = self.log_dir / f"{name}-{color}.log"
-            with open(log_path, "ab") as log:
+            with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
                 log.write(f"--- {release} starting as {color} ---\n".encode())
                 log.flush()
                 # Under a supervisor that restarts the service if it dies after starting well.
@@ -408,7 +412,7 @@ http {{
                 name, color, proc.pid, psutil.Process(proc.pid).create_time(), release,
                 port if svc.port is not None else None, proc_stat(proc.pid)[1],
             )
-            _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__))
+            _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__), self.ctx.root)
             started.append(info)
         return started
 
@@ -539,7 +543,7 @@ def _cert_fresh(path: Path, days: int = 14) -> bool:
     return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=days)
 
 
-def _self_signed(cert_path: Path, key_path: Path, host: str) -> None:
+def _self_signed(cert_path: Path, key_path: Path, host: str, root: Path | None = None) -> None:
     """A 90-day self-signed certificate for a loopback rehearsal (key 0600)."""
     import datetime as dt
 
@@ -567,19 +571,16 @@ def _self_signed(cert_path: Path, key_path: Path, host: str) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode())
+    write_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()),
+               root=key_path.parent if root is None else root, mode=0o600)
+    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode(), root)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
+    # Everything under .stageflow/ is private (0600) and written without following any symlink
+    # (nor, under ``root``, through a symlinked directory).
+    write_file(path, text, root=path.parent if root is None else root, mode=0o600)
 
 
 def _alive(info: ProcInfo) -> bool:

@@ -121,7 +121,12 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from stageflow.fsutil import create_private, make_dirs
+
+        # Created 0600 (in a 0700 directory) before SQLite opens it; its -wal and -shm files
+        # take the database's mode. Never through a symlink.
+        make_dirs(path.parent, root=path.parent.parent)
+        create_private(path, root=path.parent.parent)
         self.path = path
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
