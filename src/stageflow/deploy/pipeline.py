@@ -23,7 +23,7 @@ from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.probe import probe_url, proxy_prober, svc_health
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
-from stageflow.errors import OperationError, UsageError
+from stageflow.errors import LockHeldError, OperationError, UsageError
 from stageflow.fsutil import inside, make_dirs
 from stageflow.masking import masker
 from stageflow.runtimes.local import LocalRuntime, other_color
@@ -306,12 +306,18 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
 
     deadline = Deadline(ctx.env.deadline)
     lock = EnvLock(store, ctx.name, ws.actor, ws.command, warn=lambda m: ws.log.write(m, level="WARN"))
-    lock.acquire()
+    try:
+        lock.acquire()
+    except LockHeldError as exc:
+        ws.audit(ctx.name, "refused", str(exc))
+        raise
     dep_id = 0
     try:
         if lock.took_over:
             n = store.abandon_running(ctx.name, f"deploy process {lock.took_over.pid} died")
             ws.log.write(f"[{ctx.name}] marked {n} interrupted deployment(s) as crashed", level="WARN")
+            ws.audit(ctx.name, "took-over", f"stale lock of {lock.took_over.describe()}: {lock.took_over_reason}; "
+                                            f"{n} interrupted deployment(s) marked crashed")
         state = store.env_state(ctx.name)
         dep_id = store.start_deployment(ctx.name, opts.kind, ws.actor, os.getpid(), state.current_release)
         ws.audit(ctx.name, "started", f"{opts.kind} deployment {dep_id}")
@@ -328,31 +334,84 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
         lock.release()
 
 
+def _answers(ctx: EnvContext, rt: LocalRuntime, color: str) -> bool:
+    """The web process of ``color`` passes one health probe on its own port."""
+    from stageflow.deploy.health import http_probe
+
+    health = ctx.config.web_service[1].health
+    url = f"http://{rt.listen_host}:{rt.app_port(color)}{svc_health(ctx)}"
+    return http_probe(url, health.expect if health else 200, 2.0).ok
+
+
+def reconcile(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, j: Journal, deadline: Deadline
+              ) -> tuple[str | None, str | None]:
+    """After a crash: make routing and the record agree, *then* sweep. Returns (color, release) serving.
+
+    Never stops the process the proxy routes to. A deploy killed after its cutover left nginx on a
+    release the record does not name: if that release had not finished its watch and the recorded
+    one still answers, nginx goes back to the recorded one and drains first; otherwise (it passed its
+    watch, or the recorded one is gone, or nothing is recorded) what serves is adopted and recorded.
+    A release command the killed deploy left running is awaited before anything else.
+    """
+    store = ws.store
+    settled = rt.settle_release_command(wait=max(10.0, deadline.remaining / 2))
+    if settled:
+        j.note("recover", "warn", settled)
+        ws.audit(ctx.name, "recovered", settled)
+    state = store.env_state(ctx.name)
+    old_color, old_release = state.color, state.current_release
+    routed = rt.serving()
+    if routed is not None and (old_release is None or routed[0] != old_color):
+        r_color, r_release = routed
+        watched = store.watched(ctx.name, r_release)
+        if old_release and old_color and not watched and rt.processes(old_color) and _answers(ctx, rt, old_color):
+            how = rt.point_proxy(rt.app_port(old_color))
+            msg = (f"an interrupted deploy left nginx on {r_release} ({r_color}) before its watch ended: "
+                   f"pointed nginx back at the recorded {old_release} ({old_color}) and drained ({how}) "
+                   "before stopping anything")
+            j.note("repair", "warn", msg)
+        else:
+            why = ("no record of what serves" if not old_release else
+                   f"{r_release} passed its watch before the deploy was interrupted" if watched else
+                   f"the recorded {old_release} no longer answers")
+            previous = old_release if old_release and old_release != r_release else state.previous_release
+            store.set_env_state(ctx.name, r_release, previous, r_color, rt.app_port(r_color), False)
+            old_color, old_release = routed
+            msg = f"{why}: adopted {r_release} ({r_color}), which nginx routes to"
+            j.note("adopt", "warn", msg)
+        ws.audit(ctx.name, "recovered", msg)
+    elif (routed is None and old_color and state.port and rt.nginx_binary and rt.nginx_running()
+          and rt.proxied_port() != state.port and rt.processes(old_color)):
+        # nginx routes to a port where nothing lives (the new release died too): back to the record.
+        rt.point_proxy(state.port)
+        msg = f"nginx pointed at a dead port; pointed it at {old_release} ({old_color}) again"
+        j.note("repair", "warn", msg)
+        ws.audit(ctx.name, "recovered", msg)
+    # Only now, with nginx on a release we keep: processes no pid file of it vouches for are orphans.
+    keep = {old_color: old_release} if old_color and old_release else {}
+    killed = rt.sweep_orphans(keep)
+    if killed:
+        msg = f"stopped {len(killed)} orphan process(es) of an interrupted deploy: {killed}"
+        j.note("sweep", "warn", msg)
+        ws.audit(ctx.name, "swept", msg)
+    return old_color, old_release
+
+
 def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions, dep_id: int,
            release: str | None, facts: GitFacts | None, deadline: Deadline) -> DeployReport:
     store = ws.store
     j = Journal(ws, ctx.name, dep_id)
-    state = store.env_state(ctx.name)
-    old_color, old_release = state.color, state.current_release
-    if not old_release and (serving := rt.serving()):
-        # No record of what serves (state.db lost or replaced), but the proxy routes to a live
-        # release: adopt it rather than sweep it away, so this deploy stays zero-downtime.
-        old_color, old_release = serving
-        j.note("adopt", "warn", f"no record of what serves {ctx.name}: adopted {old_release} ({old_color}), "
-                                "which nginx routes to")
-    # Processes of this env that no pid file vouches for are left by a killed deploy.
-    keep = {old_color: old_release} if old_color and old_release else {}
-    killed = rt.sweep_orphans(keep)
-    if killed:
-        j.note("sweep", "warn", f"stopped {len(killed)} orphan process(es) of an interrupted deploy: {killed}")
+    old_color, old_release = reconcile(ws, ctx, rt, j, deadline)
+    state = store.env_state(ctx.name)  # reconciling may have recorded what serves
+    store.set_deployment_previous(dep_id, state.current_release)
+    if release is None and opts.kind == "rollback":
+        release = store.rollback_target(ctx.name, state.current_release)
+        if release is None:
+            raise StepFailed(f"{ctx.name} has no earlier release to roll back to")
     new_color = other_color(old_color)
     new_port = rt.app_port(new_color)
     nginx = rt.nginx_binary
     old_alive = bool(old_color and rt.processes(old_color))
-    if nginx and old_alive and state.port and rt.nginx_running() and rt.proxied_port() != state.port:
-        # A deploy killed between cutover and record left traffic on a release we just swept.
-        rt.point_proxy(state.port)
-        j.note("repair", "warn", f"proxy pointed at port {rt.proxied_port()} again ({old_release})")
     built_here = False
 
     with j.step("preflight") as s:

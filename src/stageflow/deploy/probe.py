@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stageflow.deploy.health import Prober, http_probe
+from stageflow.deploy.health import Probe, Prober, http_probe
 
 if TYPE_CHECKING:
     from stageflow.config.loader import EnvContext
@@ -33,6 +33,13 @@ def proxy_prober(rt: LocalRuntime) -> Prober:
 
 def is_healthy(ctx: EnvContext, rt: LocalRuntime, timeout: float = 2.0) -> tuple[bool, str]:
     """One quick probe of the env."""
-    health = ctx.config.web_service[1].health
-    p = proxy_prober(rt)(probe_url(ctx, rt), health.expect if health else 200, timeout)
+    p = probe_env(ctx, rt, timeout)
     return p.ok, p.reason
+
+
+def probe_env(ctx: EnvContext, rt: LocalRuntime, timeout: float = 2.0) -> Probe:
+    """One probe through the proxy that also asks it which upstream answered (``Probe.upstream``)."""
+    health = ctx.config.web_service[1].health
+    cafile = rt.tls_paths()[0] if rt.https and rt.nginx_binary else None
+    headers = rt.probe_headers() if rt.nginx_binary else {}
+    return http_probe(probe_url(ctx, rt), health.expect if health else 200, timeout, cafile=cafile, headers=headers)

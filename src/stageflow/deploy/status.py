@@ -14,6 +14,8 @@ from stageflow.config.loader import EnvContext, load_env_context, load_project, 
 from stageflow.errors import ConfigError
 
 if TYPE_CHECKING:
+    from stageflow.runtimes.local import LocalRuntime, ProcInfo
+    from stageflow.state.store import EnvState
     from stageflow.workspace import Workspace
 
 
@@ -36,6 +38,12 @@ class EnvStatus:
     restarts: int = 0
     #: Per service, when its supervisor restarted it: "backend restarted 2× (last: signal SIGKILL at …)".
     supervisor: list[str] = field(default_factory=list)
+    #: What the record says serves (``release`` is what really does, asked of the proxy).
+    recorded: str | None = None
+    #: Set when routing and the record disagree: what each says, and what repairs it.
+    mismatch: str | None = None
+    #: Why the lock may be taken over (its holder died, its lease expired), else None.
+    lock_stale: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -46,14 +54,16 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
     """State of every (or one) environment, with a live health probe."""
     import threading
 
-    from stageflow.deploy.lock import read_lock
-    from stageflow.deploy.probe import is_healthy
+    from stageflow.deploy.health import Probe
+    from stageflow.deploy.lock import read_lock, stale_reason
+    from stageflow.deploy.probe import probe_env
     from stageflow.runtimes.local import LocalRuntime
 
     config = load_project(ws.root)
     names = [resolve_env_name(config, env)] if env else list(config.environments)
     contexts: dict[str, EnvContext] = {}
     health: dict[str, tuple[bool, str]] = {}
+    upstreams: dict[str, str | None] = {}
     for name in names:
         try:
             contexts[name] = load_env_context(ws.root, name, environ)
@@ -66,7 +76,9 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
 
     def probe(name: str) -> None:
         try:
-            health[name] = is_healthy(contexts[name], LocalRuntime(contexts[name], ws.runner))
+            p: Probe = probe_env(contexts[name], LocalRuntime(contexts[name], ws.runner))
+            health[name] = (p.ok, p.reason)
+            upstreams[name] = p.upstream
         except Exception as exc:
             # A probe that breaks is a row that says so, not a crash of the whole command.
             health[name] = (False, f"probe failed: {type(exc).__name__}: {exc}")
@@ -90,26 +102,61 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
         st = states[name]
         ctx = contexts.get(name)
         rt = LocalRuntime(ctx, ws.runner) if ctx else None
-        procs = len(rt.processes(st.color)) if rt and st.color else 0
+        # Every live process of the env, whichever color: a crashed deploy may have left two releases.
+        procs = rt.all_processes() if rt else []
         restarts = rt.restarts(st.color) if rt and st.color and st.current_release else {}
-        release = ws.store.release(st.current_release) if st.current_release else None
         lock = read_lock(ws.store, name)
-        rows.append((name, st, ctx, procs, restarts, release, lock))
+        rows.append((name, st, rt, procs, restarts, lock))
     for t in probes:
         t.join()
     out = []
-    for name, st, ctx, procs, restarts, release, lock in rows:
+    for name, st, rt, procs, restarts, lock in rows:
         healthy, reason = health[name]
         section = config.environments[name]
+        serving = _serving(rt, upstreams.get(name)) if rt and st.current_release else None
+        release_id = serving[1] if serving else st.current_release
+        # A deploy in progress runs two releases and moves traffic before it records: not a mismatch.
+        busy = lock is not None and stale_reason(lock) is None
+        mismatch = None if busy else _mismatch(st, serving, procs)
+        release = ws.store.release(release_id) if release_id else None
         out.append(EnvStatus(
-            name, st.current_release, release["commit_sha"] if release else None, healthy, reason,
-            ctx.env.url if ctx else section.url, section.runtime,
+            name, release_id, release["commit_sha"] if release else None, healthy, reason,
+            rt.ctx.env.url if rt else section.url, section.runtime,
             st.deployed_at if st.current_release else None, st.previous_release,
-            st.downtime, procs, lock.describe() if lock else None,
+            st.downtime, len(procs), lock.describe() if lock else None,
             sum(_count(r) for r in restarts.values()),
             [_describe_restarts(service, r) for service, r in restarts.items()],
+            st.current_release, mismatch, stale_reason(lock) if lock else None,
         ))
     return out
+
+
+def _serving(rt: LocalRuntime, upstream: str | None) -> tuple[str, str] | None:
+    """(color, release) the proxy routes to: as its probe answer says, else as its upstream file says."""
+    if rt.nginx_binary is None:
+        return None
+    port: int | None = None
+    if upstream:
+        try:
+            port = int(upstream.split(",")[-1].strip().rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            port = None
+    if port is None and rt.nginx_running():
+        port = rt.proxied_port()
+    return rt.release_on_port(port)
+
+
+def _mismatch(st: EnvState, serving: tuple[str, str] | None, procs: list[ProcInfo]) -> str | None:
+    if not st.current_release:
+        return None
+    releases = sorted({p.release for p in procs})
+    if serving and (serving[1] != st.current_release or serving[0] != st.color):
+        return (f"nginx routes to {serving[1]} ({serving[0]}) but the record says {st.current_release} "
+                f"({st.color}): a deploy was interrupted; the next deploy or rollback repairs it first")
+    if len(releases) > 1:
+        return (f"{len(releases)} releases run ({', '.join(releases)}) where the record says "
+                f"{st.current_release}: the next deploy stops the one that does not serve")
+    return None
 
 
 def _count(record: dict[str, object]) -> int:

@@ -32,6 +32,7 @@ from stageflow.config.loader import EnvContext
 from stageflow.errors import OperationError
 from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
+from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, proc_stat, running
 from stageflow.runner import Runner
 
@@ -182,6 +183,12 @@ http {{
     server_tokens off;
 {temp}
     include {d / upstream_filename(self.env)};
+    # Tells stageflow's own probes which upstream answered (status asks nginx what really serves);
+    # only a request carrying this env's probe token gets the header.
+    map $http_x_stageflow_probe $stageflow_upstream {{
+        default "";
+        "{self.probe_token()}" $upstream_addr;
+    }}
     server {{
         listen {listen};
         server_name _;
@@ -195,23 +202,49 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_connect_timeout 5s;
             proxy_read_timeout 60s;
+            add_header X-Stageflow-Upstream $stageflow_upstream always;
         }}
     }}
 }}
 """
 
-    def serving(self) -> tuple[str, str] | None:
-        """(color, release) of the live web process the running proxy routes to; None when unknown."""
-        if self.nginx_binary is None or not self.nginx_running():
-            return None
-        port = self.proxied_port()
+    def probe_token(self) -> str:
+        """This env's probe token (made once, 0600): the key to nginx's upstream header."""
+        path = self.nginx_dir / "probe.token"
+        try:
+            token = path.read_text().strip()
+            if len(token) == 32 and token.isalnum():
+                return token
+        except FileNotFoundError:
+            pass
+        import secrets
+
+        token = secrets.token_hex(16)
+        write_file(path, token, root=self.ctx.root, mode=0o600)
+        return token
+
+    def probe_headers(self) -> dict[str, str]:
+        """Headers that make nginx say which upstream answered (none before a token exists)."""
+        try:
+            return {"X-Stageflow-Probe": (self.nginx_dir / "probe.token").read_text().strip()}
+        except FileNotFoundError:
+            return {}
+
+    def release_on_port(self, port: int | None) -> tuple[str, str] | None:
+        """(color, release) of the live web process listening on ``port``, if any."""
         name, _ = self.ctx.config.web_service
         for color in COLORS:
-            if self.app_port(color) == port:
+            if port is not None and self.app_port(color) == port:
                 info = self._read_pidfile(name, color)
                 if info is not None and _alive(info):
                     return color, info.release
         return None
+
+    def serving(self) -> tuple[str, str] | None:
+        """(color, release) of the live web process the running proxy routes to; None when unknown."""
+        if self.nginx_binary is None or not self.nginx_running():
+            return None
+        return self.release_on_port(self.proxied_port())
 
     def proxied_port(self) -> int | None:
         """The port the upstream file currently points at, or None."""
@@ -367,18 +400,84 @@ http {{
         })
         return env
 
+    def _release_pidfile(self) -> Path:
+        return self.run_dir / "release.json"
+
     def run_release_command(self, release_dir: Path, release: str, venv: Path | None, timeout: float) -> str | None:
-        """Run the web service's ``release`` command (migrations) once; return it or None."""
+        """Run the web service's ``release`` command (migrations) once; return it or None.
+
+        It runs like a service: its own process group, tagged ``STAGEFLOW_INSTANCE=…::release``,
+        its pid and start time in ``run/<env>/release.json``. A deploy killed meanwhile leaves it
+        running; the next deploy finds it there (:meth:`settle_release_command`) before it starts
+        another, so two release commands of one environment never run at once.
+        """
+        import psutil
+
+        from stageflow.runner import Result
+
         _, svc = self.ctx.config.web_service
         if not svc.release:
             return None
+        make_dirs(self.log_dir, root=self.ctx.root)
         env = self.process_env(release, "release", 0, venv)
-        env.pop("STAGEFLOW_INSTANCE")
-        self.runner.run(
-            ["/bin/sh", "-c", svc.release], cwd=release_dir, env=env, timeout=timeout, check=True,
-            what=f"release command '{svc.release}'",
-        )
+        argv = ["/bin/sh", "-c", svc.release]
+        if self.runner.log:
+            self.runner.log(f"$ {masker.mask(svc.release)}  (release command of {release})")
+        log_path = self.log_dir / "release.log"
+        started = time.monotonic()
+        with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
+            log.write(f"--- {release}: release command ---\n".encode())
+            log.flush()
+            offset = log.tell()
+            proc = subprocess.Popen(argv, cwd=release_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        pidfile = self._release_pidfile()
+        info = ProcInfo("release", "release", proc.pid, psutil.Process(proc.pid).create_time(), release, None,
+                        proc_stat(proc.pid)[1])
+        _atomic_write(pidfile, json.dumps(info.__dict__), self.ctx.root)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _terminate_group(proc.pid, 5.0)
+            proc.wait()
+            raise OperationError(f"release command '{svc.release}' timed out after {timeout:.0f}s") from None
+        finally:
+            if proc.returncode is not None:
+                pidfile.unlink(missing_ok=True)
+        if code != 0:
+            with open(log_path, "rb") as fh:
+                fh.seek(offset)
+                out = fh.read().decode("utf-8", "replace")
+            brief = Result(tuple(argv), code, out, "", time.monotonic() - started).brief()
+            raise OperationError(f"release command '{svc.release}' failed: {brief}")
         return svc.release
+
+    def release_command_running(self) -> ProcInfo | None:
+        """The release command an interrupted deploy left running (pid and start time verified)."""
+        info = _load_info(self._release_pidfile())
+        return info if info is not None and _alive(info) else None
+
+    def settle_release_command(self, wait: float) -> str | None:
+        """Let a release command left by a killed deploy finish (up to ``wait`` s), then stop its group.
+
+        Returns what happened, or None when there was none. Waiting first: a migration stopped
+        half-way is worse than one allowed to finish.
+        """
+        info = self.release_command_running()
+        if info is None:
+            self._release_pidfile().unlink(missing_ok=True)  # a dead one's record
+            return None
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(info):
+            time.sleep(0.1)
+        if _alive(info):
+            _terminate_group(info.pid, 5.0)
+            outcome = f"stopped it after waiting {wait:.0f}s"
+        else:
+            outcome = "waited for it to finish"
+        self._release_pidfile().unlink(missing_ok=True)
+        return (f"the release command of an interrupted deploy (pid {info.pid}, release {info.release}) "
+                f"was still running: {outcome}")
 
     def _pidfile(self, service: str, color: str) -> Path:
         return self.run_dir / f"{service}-{color}.json"
@@ -429,6 +528,10 @@ http {{
                 continue
         return found
 
+    def all_processes(self) -> list[ProcInfo]:
+        """Live processes of every color: what really runs, whatever the record says."""
+        return [p for color in COLORS for p in self.processes(color)]
+
     def processes(self, color: str) -> list[ProcInfo]:
         """Live processes recorded for ``color``."""
         out = []
@@ -439,10 +542,7 @@ http {{
         return out
 
     def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
-        try:
-            return ProcInfo(**json.loads(self._pidfile(service, color).read_text()))
-        except (FileNotFoundError, json.JSONDecodeError, TypeError):
-            return None
+        return _load_info(self._pidfile(service, color))
 
     def exited(self, color: str) -> str | None:
         """Describe a web process of ``color`` that already died (fast health failure), else None."""
@@ -581,6 +681,14 @@ def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
     # Everything under .stageflow/ is private (0600) and written without following any symlink
     # (nor, under ``root``, through a symlinked directory).
     write_file(path, text, root=path.parent if root is None else root, mode=0o600)
+
+
+def _load_info(path: Path) -> ProcInfo | None:
+    """A pid file's record; None when missing or damaged."""
+    try:
+        return ProcInfo(**json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
 
 
 def _alive(info: ProcInfo) -> bool:
