@@ -79,6 +79,8 @@ def type_name(tp: Any) -> str:
                 text += f" > {_num(lim['gt'])}"
             elif lo is not None:
                 text += f" ≥ {_num(lo)}"
+            if "min_length" in lim:
+                text += f", at least {_num(lim['min_length'])} characters"
     return f"{text} or null" if nullable else text
 
 

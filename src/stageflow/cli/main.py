@@ -58,6 +58,10 @@ from stageflow.cli.config_cmd import config_app  # noqa: E402
 
 app.add_typer(config_app, name="config")
 
+from stageflow.cli.pipeline_cmd import register as register_pipeline  # noqa: E402
+
+register_pipeline(app)
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
