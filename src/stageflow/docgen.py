@@ -150,6 +150,10 @@ def _section_of(tp: Any) -> tuple[type | None, str]:
     origin = typing.get_origin(base)
     if _is_section(base):
         return base, ""
+    if origin in (typing.Union, types.UnionType):  # a number or a section (thresholds: 80 or {warning: ...})
+        for arg in typing.get_args(base):
+            if _is_section(_strip(arg)[0]):
+                return _strip(arg)[0], ""
     if origin is dict:
         value = _strip(typing.get_args(base)[1])[0]
         if _is_section(value):
@@ -159,6 +163,14 @@ def _section_of(tp: Any) -> tuple[type | None, str]:
         if _is_section(item):
             return item, "[]"
     return None, ""
+
+
+def _declared_by(cls: type, name: str) -> str:
+    """The class in ``cls``'s hierarchy whose own annotations declare field ``name``."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__.get("__annotations__", {}):
+            return klass.__name__
+    return cls.__name__
 
 
 def config_keys(root: type | None = None, prefix: str = "") -> Iterator[ConfigKey]:
@@ -172,7 +184,7 @@ def config_keys(root: type | None = None, prefix: str = "") -> Iterator[ConfigKe
         tp = hints[f.name]
         path = f"{prefix}{f.name}"
         section, suffix = _section_of(tp)
-        yield ConfigKey(path, root.__name__, f.name, type_name(tp), _default(f, tp), section is not None)
+        yield ConfigKey(path, _declared_by(root, f.name), f.name, type_name(tp), _default(f, tp), section is not None)
         if section is not None:
             yield from config_keys(section, f"{path}{suffix}.")
 

@@ -58,6 +58,10 @@ from stageflow.cli.config_cmd import config_app  # noqa: E402
 
 app.add_typer(config_app, name="config")
 
+from stageflow.cli.monitor_cmd import monitor_app  # noqa: E402
+
+app.add_typer(monitor_app, name="monitor")
+
 from stageflow.cli.pipeline_cmd import register as register_pipeline  # noqa: E402
 
 register_pipeline(app)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from stageflow.commands import nginx as nginx_cmd
@@ -35,6 +36,9 @@ from stageflow.generate.upstream import render_upstream, upstream_filename, upst
 from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, proc_stat, running
 from stageflow.runner import Runner
+
+if TYPE_CHECKING:
+    from stageflow.monitor.resources import ServiceStats
 
 COLORS = ("blue", "green")
 _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT")
@@ -179,7 +183,10 @@ pid {d / 'nginx.pid'};
 error_log {d / 'error.log'} warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {d / 'access.log'};
+    # "combined" plus the request time, which the monitor reads for latency percentiles.
+    log_format stageflow '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                         '"$http_referer" "$http_user_agent" rt=$request_time';
+    access_log {d / 'access.log'} stageflow;
     server_tokens off;
 {temp}
     include {d / upstream_filename(self.env)};
@@ -540,6 +547,50 @@ http {{
             if info and _alive(info):
                 out.append(info)
         return out
+
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        """CPU (percent of one core over ``window``) and memory of each live service, its children included.
+
+        Implements the monitor's ``ResourceSource``; the supervisor and the processes it started count.
+        """
+        import psutil
+
+        from stageflow.monitor.resources import ServiceStats
+
+        def tree(info: ProcInfo) -> list[psutil.Process]:
+            try:
+                root = psutil.Process(info.pid)
+                return [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return []
+
+        def cpu_seconds(procs: list[psutil.Process]) -> float:
+            total = 0.0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            return total
+
+        found = [(info, tree(info)) for c in COLORS for info in self.processes(c)]
+        before = [cpu_seconds(procs) for _, procs in found]
+        start = time.monotonic()
+        time.sleep(window)
+        took = max(time.monotonic() - start, 1e-3)
+        host_memory = psutil.virtual_memory().total
+        out: dict[str, ServiceStats] = {}
+        for (info, procs), cpu0 in zip(found, before, strict=True):
+            rss = 0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            cpu = max(0.0, cpu_seconds(procs) - cpu0) / took * 100
+            prev = out.get(info.service)
+            if prev is not None:  # both colors alive mid-deploy: one figure per service
+                cpu, rss = cpu + prev.cpu_percent, rss + prev.rss_bytes
+            out[info.service] = ServiceStats(info.service, len(procs) + (prev.processes if prev else 0), cpu, rss,
+                                             rss / host_memory * 100)
+        return list(out.values())
 
     def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
         return _load_info(self._pidfile(service, color))
