@@ -10,6 +10,7 @@ entry to add, when a key has no description there.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -62,11 +63,11 @@ _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 def type_name(tp: Any) -> str:
     """A reader's name for a field type (``Annotated`` bounds and durations included)."""
     base, meta = _strip(tp)
-    if any(isinstance(m, Check) and m.fn is parse_duration for m in meta):
-        return "duration"
     base, nullable = _optional(base)
     inner, inner_meta = _strip(base)
     meta += inner_meta
+    if any(isinstance(m, Check) and m.fn is parse_duration for m in meta):
+        return "duration or null" if nullable else "duration"
     text = _bare_type_name(inner)
     for m in meta:
         if isinstance(m, Bounds):
@@ -96,15 +97,21 @@ def _bare_type_name(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_bare_type_name(_strip(a)[0]) for a in args)
+        return " or ".join(
+            "section (keys below)" if _is_section(_strip(a)[0]) else _bare_type_name(_strip(a)[0]) for a in args
+        )
     if origin is list:
         item = _strip(args[0])[0]
+        if typing.get_origin(item) is Literal:
+            return "list of: " + ", ".join(str(a) for a in typing.get_args(item))
         return "list of sections" if _is_section(item) else f"list of {_plural(_bare_type_name(item))}"
     if origin is tuple:
         names = {_bare_type_name(_strip(a)[0]) for a in args}
         return f"{len(args)} {_plural(names.pop())}" if len(names) == 1 else "list"
     if origin is dict:
         value = _strip(args[1])[0]
+        if value is Any:
+            return "map"
         return "map of name → section" if _is_section(value) else f"map of name → {_bare_type_name(value)}"
     if _is_section(tp):
         return "section"
@@ -119,9 +126,11 @@ def _render_default(value: Any, tp: Any) -> str:
     if value is None:
         return "null"
     if _is_section(type(value)):
-        return "(its keys' defaults)"
-    if type_name(tp) == "duration" and isinstance(value, int | float):
-        return f"{value:g}s"
+        if value == type(value)():
+            return "(its keys' defaults)"
+        return _render_default({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, Any)
+    if type_name(tp).startswith("duration") and isinstance(value, int | float):
+        return _duration(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -133,6 +142,13 @@ def _render_default(value: Any, tp: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= 2 * size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _default(f: dataclasses.Field[Any], tp: Any) -> str | None:
@@ -168,7 +184,7 @@ def _section_of(tp: Any) -> tuple[type | None, str]:
 def _declared_by(cls: type, name: str) -> str:
     """The class in ``cls``'s hierarchy whose own annotations declare field ``name``."""
     for klass in cls.__mro__:
-        if name in klass.__dict__.get("__annotations__", {}):
+        if name in inspect.get_annotations(klass):
             return klass.__name__
     return cls.__name__
 
