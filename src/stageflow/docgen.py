@@ -224,7 +224,7 @@ def config_reference(docs: Mapping[str, Mapping[str, Any]]) -> str:
         entry = docs.get(key.owner, {}).get(key.field) or {}
         doc = str(entry.get("doc", "")) if isinstance(entry, Mapping) else str(entry)
         example = entry.get("example") if isinstance(entry, Mapping) else None
-        if example is None and key.default is not None and not key.section:
+        if example is None and key.default is not None and not key.default.startswith("("):
             example = key.default
         default = "**required**" if key.default is None else f"`{key.default}`"
         ex = f"`{_cell(str(example))}`" if example is not None else ""
