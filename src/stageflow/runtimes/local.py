@@ -713,7 +713,7 @@ http {{
         """True when something listens on ``port`` at the listen host."""
         import socket
 
-        with socket.socket() as s:
+        with socket.socket(socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET) as s:
             s.settimeout(0.5)
             return s.connect_ex((self.listen_host, port)) == 0
 
