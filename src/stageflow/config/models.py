@@ -359,6 +359,7 @@ class Monitoring(Strict):
 
     interval: Duration = 60.0
     timeout: Duration = 10.0
+    concurrency: Annotated[int, Bounds(ge=1, le=1000)] = 20
     fire_after: Duration = 0.0
     resolve_after: Duration = 0.0
     consecutive: Annotated[int, Bounds(ge=1, le=100)] = 2
