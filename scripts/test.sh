@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (venv, PyPI packages, Debian packages when root),
-# then ruff, mypy and pytest. The tests start their own PostgreSQL, Redis, nginx and HTTP receivers.
+# then ruff, mypy, the docs build and pytest. The tests start their own PostgreSQL, Redis, nginx and HTTP receivers.
 # Without arguments (CI) pytest runs under coverage, CLI subprocesses included, and two of
 # stageflow's own gates close the run: coverage >= $STAGEFLOW_MIN_COVERAGE (85) and `stageflow scan`
 # on stageflow itself with no finding at or above high. Arguments go to pytest alone.
@@ -11,6 +11,8 @@ cd "$here"
 export PATH="$here/.venv/bin:$PATH"
 echo "== ruff"; ruff check src tests bench examples
 echo "== mypy"; mypy
+# strict: a broken link, a missing page or an unlisted one fails; the reference pages are generated here.
+echo "== docs"; mkdocs build --strict --quiet
 if [ "$#" -gt 0 ]; then
   echo "== pytest"; exec python -m pytest "$@"
 fi

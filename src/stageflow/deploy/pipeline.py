@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from stageflow.config.durations import format_duration
 from stageflow.config.loader import EnvContext
+from stageflow.contexts import host_port
 from stageflow.deploy import preflight as pf
 from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
@@ -267,7 +268,7 @@ def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: st
     if nginx:
         steps += [
             f"start {target} as {new_color} on port {port}",
-            f"health gate on http://{rt.listen_host}:{port}{svc_health(ctx)}",
+            f"health gate on http://{host_port(rt.listen_host, port)}{svc_health(ctx)}",
             f"cutover: point nginx upstream-{ctx.name}.conf at port {port}, nginx -t, reload",
             f"watch {probe_url(ctx, rt)} for {ctx.env.watch:.0f}s",
             f"stop {current or 'nothing (first deploy)'} ({color or '-'}), draining {ctx.env.drain:.0f}s",
@@ -276,7 +277,7 @@ def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: st
         steps += [
             f"stop {current or 'nothing'} (no nginx: downtime)",
             f"start {target} on port {port}",
-            f"health gate on http://{rt.listen_host}:{port}{svc_health(ctx)}",
+            f"health gate on http://{host_port(rt.listen_host, port)}{svc_health(ctx)}",
         ]
     steps.append("record the release as current; the old one becomes previous")
     return steps
@@ -332,6 +333,11 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
         raise
     finally:
         lock.release()
+        if dep_id:
+            # deployed / promoted / rolled back / failed, to the notifiers (queued; never fails the deploy)
+            from stageflow.alerts.deploys import notify_deploy
+
+            notify_deploy(ws, ctx, dep_id)
 
 
 def _answers(ctx: EnvContext, rt: LocalRuntime, color: str) -> bool:
@@ -464,7 +470,7 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
                 make_dirs(sqlite_path.parent, root=ctx.root if inside(ctx.root, sqlite_path) else None)
             try:
                 cmd = rt.run_release_command(rdir, release, venv, timeout=max(10.0, deadline.remaining))
-            except OperationError:
+            except BaseException:  # any failure, bad input included, leaves no built release behind
                 discard_new()
                 raise
             s.detail = cmd or "no release command"
@@ -495,7 +501,8 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
                 f"{p.service}[{p.pid}]" for p in procs)
         with j.step("health") as s:
             gate = wait_healthy(
-                f"http://{rt.listen_host}:{new_port}{health.path}", expect=health.expect, timeout=health.timeout,
+                f"http://{host_port(rt.listen_host, new_port)}{health.path}", expect=health.expect,
+                timeout=health.timeout,
                 interval=health.interval, deadline=min(health.deadline, max(1.0, deadline.remaining)),
                 fail_fast=lambda: rt.exited(new_color),
             )
