@@ -210,13 +210,26 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
 def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> int:
     """Stop every process and the proxy of an env; returns how many processes stopped."""
     from stageflow.deploy.lock import EnvLock
+    from stageflow.state.store import StateDamaged
 
     ctx = load_env_context(ws.root, env, environ)
     rt = LocalRuntime(ctx, ws.runner)
-    with EnvLock(ws.store, ctx.name, ws.actor, ws.command):
+
+    def stop_all() -> int:
         n = rt.stop("blue", ctx.env.drain) + rt.stop("green", ctx.env.drain)
         n += len(rt.sweep_orphans({}))
         rt.stop_proxy()
+        return n
+
+    try:
+        store = ws.store
+    except StateDamaged as exc:
+        # Stopping needs no record: processes are found by their pid files and instance tags.
+        n = stop_all()
+        ws.log.write(f"{exc}; stopped {n} process(es) of {ctx.name} without recording it", level="WARN")
+        return n
+    with EnvLock(store, ctx.name, ws.actor, ws.command):
+        n = stop_all()
         st = ws.store.env_state(ctx.name)
         ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, None, False)
     ws.audit(ctx.name, "succeeded", f"stopped {n} process(es)")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from stageflow.config.durations import format_duration
 from stageflow.config.loader import EnvContext
+from stageflow.contexts import host_port
 from stageflow.deploy import preflight as pf
 from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
@@ -31,7 +32,7 @@ from stageflow.deploy.release import (
     remove_release,
 )
 from stageflow.errors import LockHeldError, OperationError, UsageError
-from stageflow.fsutil import inside, make_dirs
+from stageflow.fsutil import inside, make_dirs, narrow_mode
 from stageflow.masking import masker
 from stageflow.runtimes.local import LocalRuntime, other_color
 from stageflow.workspace import Workspace
@@ -282,7 +283,7 @@ def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: st
     if nginx:
         steps += [
             f"start {target} as {new_color} on port {port}",
-            f"health gate on http://{rt.listen_host}:{port}{svc_health(ctx)}",
+            f"health gate on http://{host_port(rt.listen_host, port)}{svc_health(ctx)}",
             f"cutover: point nginx upstream-{ctx.name}.conf at port {port}, nginx -t, reload",
             f"watch {probe_url(ctx, rt)} for {ctx.env.watch:.0f}s",
             f"stop {current or 'nothing (first deploy)'} ({color or '-'}), draining {ctx.env.drain:.0f}s",
@@ -291,7 +292,7 @@ def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: st
         steps += [
             f"stop {current or 'nothing'} (no nginx: downtime)",
             f"start {target} on port {port}",
-            f"health gate on http://{rt.listen_host}:{port}{svc_health(ctx)}",
+            f"health gate on http://{host_port(rt.listen_host, port)}{svc_health(ctx)}",
         ]
     steps.append("record the release as current; the old one becomes previous")
     return steps
@@ -485,12 +486,17 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
                 make_dirs(sqlite_path.parent, root=ctx.root if inside(ctx.root, sqlite_path) else None)
             try:
                 cmd = rt.run_release_command(rdir, release, venv, timeout=max(10.0, deadline.remaining))
-            except OperationError:
+            except BaseException:  # any failure, bad input included, leaves no built release behind
                 discard_new()
                 raise
             s.detail = cmd or "no release command"
             if cmd is None:
                 s.outcome = "skipped"
+            if db.engine == "sqlite":
+                # The app made it under its umask; it holds the app's data: 0600, like its -wal/-shm.
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    p = sqlite_path.with_name(sqlite_path.name + suffix)
+                    narrow_mode(p, 0o600, root=ctx.root if inside(ctx.root, p) else None)
 
     downtime = False
     if nginx is None and old_alive:
@@ -516,7 +522,8 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
                 f"{p.service}[{p.pid}]" for p in procs)
         with j.step("health") as s:
             gate = wait_healthy(
-                f"http://{rt.listen_host}:{new_port}{health.path}", expect=health.expect, timeout=health.timeout,
+                f"http://{host_port(rt.listen_host, new_port)}{health.path}", expect=health.expect,
+                timeout=health.timeout,
                 interval=health.interval, deadline=min(health.deadline, max(1.0, deadline.remaining)),
                 fail_fast=lambda: rt.exited(new_color),
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stageflow.contexts import host_port
 from stageflow.deploy.health import Probe, Prober, http_probe
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ def svc_health(ctx: EnvContext) -> str:
 def probe_url(ctx: EnvContext, rt: LocalRuntime) -> str:
     """The health URL through the proxy (https when the env's URL is), on the address it listens on."""
     scheme = "https" if rt.https and rt.nginx_binary else "http"
-    return f"{scheme}://{rt.listen_host}:{ctx.env.url_port}{svc_health(ctx)}"
+    return f"{scheme}://{host_port(rt.listen_host, ctx.env.url_port)}{svc_health(ctx)}"
 
 
 def proxy_prober(rt: LocalRuntime) -> Prober:
