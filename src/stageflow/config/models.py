@@ -102,7 +102,9 @@ class Service(Strict):
     def __post_init__(self) -> None:
         if self.port is not None and self.health is None:
             object.__setattr__(self, "health", HealthCheck())
-        if self.port is not None and self.command and "{port}" not in self.command and "${" not in self.command:
+        cmd = self.command or ""
+        # A blank command or one with a NUL has its own error; one from a ${VAR} is known only later.
+        if self.port is not None and cmd.strip() and "\0" not in cmd and "{port}" not in cmd and "${" not in cmd:
             # The app would listen where stageflow never probes: every health gate would time out.
             raise ValueError(f"command {self.command!r} of the web service must contain {{port}} (and may use "
                              "{host}), e.g. 'gunicorn app.wsgi --bind {host}:{port}': stageflow fills in the "
