@@ -17,7 +17,7 @@ from stageflow.deploy.pipeline import (
 )
 from stageflow.deploy.release import build_release, read_git, release_path, remove_release
 from stageflow.errors import OperationError, UsageError
-from stageflow.runtimes.local import LocalRuntime
+from stageflow.runtimes import runtime_for
 from stageflow.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
     release_path(ws.store, target)
     backup_row = None
     if restore_db:
-        backup_row = _backup_before_current(ws, ctx.name, state.current_release)
+        backup_row = ws.store.backup_before(ctx.name, state.current_release)
         if backup_row is None:
             raise OperationError(f"no backup of {ctx.name} was taken before {state.current_release}",
                                  hint="see 'stageflow backup list " + ctx.name + "'")
@@ -136,18 +136,6 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
         restore_backup_file(ws, ctx, Path(backup_row["path"]))
         ws.audit(ctx.name, "restored", f"database restored from {Path(backup_row['path']).name}")
     return report
-
-
-def _backup_before_current(ws: Workspace, env: str, current: str | None) -> Any:
-    rows = ws.store.db.execute(
-        "SELECT b.* FROM backups b JOIN deployments d ON b.deployment_id = d.id "
-        "WHERE b.env=? AND d.release_id=? AND d.outcome='succeeded' ORDER BY b.id DESC LIMIT 1",
-        (env, current),
-    ).fetchone()
-    if rows is not None:
-        return rows
-    recorded = ws.store.backups(env)
-    return recorded[0] if recorded else None
 
 
 def require_target(ctx: EnvContext) -> DatabaseTarget:
@@ -189,7 +177,7 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
         # Releases never deployed anywhere (failed builds) go too, unless they are brand new.
         if rid in wanted:
             continue
-        if rid not in used and _is_running_anywhere(ws, rid):
+        if rid not in used and ws.store.release_deploying(rid):
             continue
         remove_release(ws.store, rid)
         removed.append(f"release {rid}")
@@ -201,26 +189,17 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
     return removed
 
 
-def _is_running_anywhere(ws: Workspace, rid: str) -> bool:
-    row = ws.store.db.execute(
-        "SELECT 1 FROM deployments WHERE release_id=? AND outcome='running'", (rid,)
-    ).fetchone()
-    return row is not None
-
-
 def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> int:
-    """Stop every process and the proxy of an env; returns how many processes stopped."""
+    """Stop everything of an env, its proxy included; returns how many units (processes, containers) stopped."""
     from stageflow.deploy.lock import EnvLock
 
     ctx = load_env_context(ws.root, env, environ)
-    rt = LocalRuntime(ctx, ws.runner)
+    rt = runtime_for(ctx, ws.runner, ws.store)
     with EnvLock(ws.store, ctx.name, ws.actor, ws.command):
-        n = rt.stop("blue", ctx.env.drain) + rt.stop("green", ctx.env.drain)
-        n += len(rt.sweep_orphans({}))
-        rt.stop_proxy()
+        n = rt.down()
         st = ws.store.env_state(ctx.name)
-        ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, None, False)
-    ws.audit(ctx.name, "succeeded", f"stopped {n} process(es)")
+        ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, False)
+    ws.audit(ctx.name, "succeeded", f"stopped {n} unit(s)")
     return n
 
 

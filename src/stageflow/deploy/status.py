@@ -36,6 +36,8 @@ class EnvStatus:
     restarts: int = 0
     #: Per service, when its supervisor restarted it: "backend restarted 2× (last: signal SIGKILL at …)".
     supervisor: list[str] = field(default_factory=list)
+    #: Per service, what the runtime knows (compose: containers, health, image, uptime, restarts).
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -48,7 +50,8 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
 
     from stageflow.deploy.lock import read_lock
     from stageflow.deploy.probe import is_healthy
-    from stageflow.runtimes.local import LocalRuntime
+    from stageflow.runtimes import runtime_for
+    from stageflow.runtimes.base import Placement
 
     config = load_project(ws.root)
     names = [resolve_env_name(config, env)] if env else list(config.environments)
@@ -66,7 +69,7 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
 
     def probe(name: str) -> None:
         try:
-            health[name] = is_healthy(contexts[name], LocalRuntime(contexts[name], ws.runner))
+            health[name] = is_healthy(contexts[name], runtime_for(contexts[name], ws.runner, ws.store))
         except Exception as exc:
             # A probe that breaks is a row that says so, not a crash of the whole command.
             health[name] = (False, f"probe failed: {type(exc).__name__}: {exc}")
@@ -89,36 +92,24 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
     for name in names:
         st = states[name]
         ctx = contexts.get(name)
-        rt = LocalRuntime(ctx, ws.runner) if ctx else None
-        procs = len(rt.processes(st.color)) if rt and st.color else 0
-        restarts = rt.restarts(st.color) if rt and st.color and st.current_release else {}
+        placement = Placement.from_json(st.placement) if st.placement else None
+        live = (runtime_for(ctx, ws.runner, ws.store).status(placement) if ctx and placement
+                and st.current_release else None)
         release = ws.store.release(st.current_release) if st.current_release else None
         lock = read_lock(ws.store, name)
-        rows.append((name, st, ctx, procs, restarts, release, lock))
+        rows.append((name, st, ctx, live, release, lock))
     for t in probes:
         t.join()
     out = []
-    for name, st, ctx, procs, restarts, release, lock in rows:
+    for name, st, ctx, live, release, lock in rows:
         healthy, reason = health[name]
         section = config.environments[name]
         out.append(EnvStatus(
             name, st.current_release, release["commit_sha"] if release else None, healthy, reason,
             ctx.env.url if ctx else section.url, section.runtime,
             st.deployed_at if st.current_release else None, st.previous_release,
-            st.downtime, procs, lock.describe() if lock else None,
-            sum(_count(r) for r in restarts.values()),
-            [_describe_restarts(service, r) for service, r in restarts.items()],
+            st.downtime, live.units if live else 0, lock.describe() if lock else None,
+            live.restarts if live else 0, list(live.notes) if live else [],
+            {k: dict(v) for k, v in live.services.items()} if live else {},
         ))
     return out
-
-
-def _count(record: dict[str, object]) -> int:
-    value = record.get("restarts")
-    return value if isinstance(value, int) else 0  # a damaged record counts nothing, it does not crash
-
-
-def _describe_restarts(service: str, record: dict[str, object]) -> str:
-    last = f"last: {record.get('last_exit')} at {str(record.get('at', '?'))[:19]}"
-    if record.get("gave_up"):
-        return f"{service}: supervisor gave up after {record.get('restarts')} restart(s) ({last})"
-    return f"{service} restarted {record.get('restarts')}× ({last})"
