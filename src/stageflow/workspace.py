@@ -36,8 +36,10 @@ class WorkflowLog:
         text = masker.mask(message)
         with self._lock:
             if self._fh is None:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                from stageflow.fsutil import open_append
+
+                # 0600 in a 0700 logs/: a workflow log names hosts, users and commands.
+                self._fh = os.fdopen(open_append(self.path, root=self.dir.parent), "a", encoding="utf-8")
             ts = datetime.now(UTC).isoformat(timespec="milliseconds")
             for line in text.splitlines() or [""]:
                 self._fh.write(f"{ts} {level:<5} {line}\n")

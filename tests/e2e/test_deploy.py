@@ -196,10 +196,12 @@ def test_rollback_restore_db_shows_what_is_lost_and_asks(practika: App) -> None:
     practika.sf("rollback", "dev", "--restore-db", "--yes")
     assert practika.status()["dev"]["release"] == v1
     assert con.execute("SELECT title FROM notes_note").fetchall() == [("v1 data",)]
-    con.close()
-    # a plain rollback never touches the database
-    practika.sf("rollback", "dev")
+    # a rollback without --restore-db never touches the database (v2 was rolled back away from,
+    # so going back to it needs its name)
+    practika.sf("rollback", "dev", "--to", v2)
     assert practika.status()["dev"]["release"] == v2
+    assert con.execute("SELECT title FROM notes_note").fetchall() == [("v1 data",)]
+    con.close()
 
 
 def test_full_stops_at_the_first_failure(practika: App) -> None:

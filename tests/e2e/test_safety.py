@@ -2,68 +2,18 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import sqlite3
-import ssl
-import threading
 import time
-from dataclasses import dataclass, field
 
 import psutil
 import pytest
 
-from tests.support.app import App, wait_for
+from tests.support.app import App, step_started, wait_for
+from tests.support.load import Load
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Load:
-    """Keeps requests flowing to one port until stopped; bounded in count and time."""
-
-    port: int
-    context: ssl.SSLContext | None = None
-    max_requests: int = 20000
-    max_seconds: float = 120.0
-    ok: int = 0
-    failures: list[str] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def _loop(self) -> None:
-        start = time.monotonic()
-        while not self._stop.is_set() and self.ok + len(self.failures) < self.max_requests:
-            if time.monotonic() - start > self.max_seconds:
-                break
-            try:
-                conn: http.client.HTTPConnection
-                if self.context is not None:
-                    conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=self.context)
-                else:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/health/")
-                resp = conn.getresponse()
-                resp.read()
-                conn.close()
-                if resp.status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append(f"HTTP {resp.status}")
-            except OSError as exc:
-                self.failures.append(repr(exc))
-
-    def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(2)]
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=15)
 
 
 def test_zero_failed_requests_during_good_and_broken_deploys(practika: App) -> None:
@@ -87,29 +37,12 @@ def test_zero_failed_requests_during_good_and_broken_deploys(practika: App) -> N
     assert practika.get("production")[1]["version"] == v2
 
 
-def _step_started(app: App, name: str) -> bool:
-    db = app.root / ".stageflow" / "state.db"
-    if not db.exists():
-        return False
-    con = sqlite3.connect(db)
-    try:
-        row = con.execute(
-            "SELECT 1 FROM steps s JOIN deployments d ON s.deployment_id = d.id "
-            "WHERE d.outcome='running' AND s.name=?", (name,)
-        ).fetchone()
-        return row is not None
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        con.close()
-
-
 def test_kill_9_mid_deploy_next_deploy_takes_over_and_leaves_no_orphans(practika: App) -> None:
     practika.sf("deploy", "staging")
     before = practika.status()["staging"]["release"]
     practika.touch_commit("v2")
     proc = practika.spawn("deploy", "staging")
-    assert wait_for(lambda: _step_started(practika, "health"), timeout=120), "deploy never reached health"
+    assert wait_for(lambda: step_started(practika, "health"), timeout=120), "deploy never reached health"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     # the new release's processes outlived the deploy
@@ -134,7 +67,7 @@ def test_second_concurrent_deploy_is_refused_with_holder_details(practika: App) 
     practika.sf("deploy", "dev")
     practika.touch_commit("v2")
     first = practika.spawn("deploy", "dev")
-    assert wait_for(lambda: _step_started(practika, "preflight"), timeout=60)
+    assert wait_for(lambda: step_started(practika, "preflight"), timeout=60)
     second = practika.sf("deploy", "dev", check=False)
     assert second.returncode == 1
     assert "locked by" in second.stderr and f"pid {first.pid}" in second.stderr and "since" in second.stderr
@@ -147,7 +80,7 @@ def test_full_refuses_up_front_while_a_later_environment_is_being_deployed(pract
     dev_before = practika.status()["dev"]["release"]
     practika.touch_commit("v2")
     staging = practika.spawn("deploy", "staging")
-    assert wait_for(lambda: _step_started(practika, "preflight"), timeout=60)
+    assert wait_for(lambda: step_started(practika, "preflight"), timeout=60)
     full = practika.sf("full", check=False)
     assert full.returncode == 1
     assert "environment staging is locked by" in full.stderr and "nothing was promoted" in full.stderr

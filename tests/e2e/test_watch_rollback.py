@@ -15,58 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.app import STAGEFLOW, App, free_port, git, teardown_app
+from tests.support.app import STAGEFLOW, App, teardown_app
+from tests.support.tiny import make_tiny
 
 pytestmark = pytest.mark.e2e
 
-SERVER = '''
-import http.server, os, sys, time
-START = time.monotonic()
-FLIP = os.path.exists("flip")
-
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        bad = FLIP and time.monotonic() - START > 1.5
-        body = (b'{"status": "error"}' if bad else b'{"status": "ok", "version": "%s"}'
-                % os.environ["APP_VERSION"].encode())
-        self.send_response(503 if bad else 200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-'''
-
-
 @pytest.fixture
 def tiny(tmp_path: Path) -> Iterator[App]:
-    root = tmp_path / "app"
-    root.mkdir()
-    (root / "server.py").write_text(SERVER)
-    port = free_port()
-    (root / "stageflow.yml").write_text(f"""
-project: tiny
-services:
-  web:
-    command: python3 server.py {{port}}
-    port: 8000
-    health: {{path: /health/, interval: 100ms, deadline: 10s, timeout: 2s}}
-database: {{engine: none}}
-environments:
-  staging:
-    url: http://127.0.0.1:{port}
-    app_ports: [{free_port()}, {free_port()}]
-    watch: 4s
-    drain: 2s
-nginx: {{enabled: "on"}}
-""")
-    (root / ".gitignore").write_text(".stageflow/\nlogs/\n.env.*\n")
-    git(root, "init", "-q")
-    app = App(root, {"staging": port})
-    app.commit("tiny app")
+    app = make_tiny(tmp_path, watch="4s", drain="2s")
     yield app
     teardown_app(app)
 

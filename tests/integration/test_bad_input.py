@@ -151,7 +151,7 @@ def test_approval_required_needs_yes_from_scripts(app: App) -> None:
 
 
 def test_rollback_without_previous_release(app: App) -> None:
-    one_clear_line(run(app.root, "rollback", "staging"), 1, "no previous release")
+    one_clear_line(run(app.root, "rollback", "staging"), 1, "no earlier release")
 
 
 def test_version_and_unknown_command(tmp_path: Path) -> None:

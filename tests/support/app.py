@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -229,6 +230,24 @@ def practika_no_nginx(tmp_path: Path) -> Iterator[App]:
     app = make_app(tmp_path, nginx=False)
     yield app
     teardown_app(app)
+
+
+def step_started(app: App, name: str) -> bool:
+    """A step called ``name`` of a running deployment has started (read straight from state.db)."""
+    db = app.root / ".stageflow" / "state.db"
+    if not db.exists():
+        return False
+    con = sqlite3.connect(db)
+    try:
+        row = con.execute(
+            "SELECT 1 FROM steps s JOIN deployments d ON s.deployment_id = d.id "
+            "WHERE d.outcome='running' AND s.name=?", (name,)
+        ).fetchone()
+        return row is not None
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        con.close()
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.1) -> bool:

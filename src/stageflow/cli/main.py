@@ -58,6 +58,10 @@ from stageflow.cli.config_cmd import config_app  # noqa: E402
 
 app.add_typer(config_app, name="config")
 
+from stageflow.cli.pipeline_cmd import register as register_pipeline  # noqa: E402
+
+register_pipeline(app)
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking.")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; change nothing.")]
@@ -178,8 +182,11 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
             health = f"UNHEALTHY: {r.reason}"
         if r.downtime:
             notes.append("last deploy had downtime (no nginx)")
+        if r.mismatch:
+            notes.append(f"MISMATCH: {r.mismatch}")
         if r.locked_by:
-            notes.append(f"locked by {r.locked_by}")
+            notes.append(f"locked by {r.locked_by}" + (
+                f" — STALE: {r.lock_stale}; the next deploy takes it over" if r.lock_stale else ""))
         notes += r.supervisor
         table.append((r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19],
                       "; ".join(notes)))
@@ -230,6 +237,7 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
                 ) -> None:
     """Deployments with every step and its timing (or the audit trail)."""
     from stageflow.config.loader import load_project, resolve_env_name
+    from stageflow.deploy.lock import deployment_outcome
     from stageflow.state.store import dumps, row_dict
     from stageflow.workspace import Workspace
 
@@ -245,8 +253,13 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
                                 f"{e['outcome']:<10} {e['command']}  {e['detail']}", markup=False)
             return
         deps: list[dict[str, Any]] = []
+        marked: dict[str, set[str]] = {}
         for row in ws.store.deployments(name, limit):
             item = row_dict(row)
+            # A killed deploy is `running` in the record until the next command: show what it is.
+            item["outcome"], item["error"] = deployment_outcome(ws.store, row)
+            env_marks = marked.setdefault(row["env"], ws.store.rolled_back_from(row["env"]))
+            item["rolled_back"] = row["release_id"] in env_marks
             item["steps"] = [row_dict(s) for s in ws.store.steps(row["id"])]
             deps.append(item)
     finally:
@@ -256,7 +269,8 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
         return
     for d in deps:
         console().print(
-            f"#{d['id']} {d['env']} {d['kind']} {d['release_id'] or '-'} {d['outcome'].upper()} "
+            f"#{d['id']} {d['env']} {d['kind']} {d['release_id'] or '-'}"
+            f"{' (rolled back away from)' if d['rolled_back'] else ''} {d['outcome'].upper()} "
             f"{d['started_at'][:19]} by {d['actor']}" + (f"  error: {d['error']}" if d["error"] else ""),
             markup=False,
         )

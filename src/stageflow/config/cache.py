@@ -11,6 +11,7 @@ hashlib import) under the same schema, so an edit to either is a miss; a damaged
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from stageflow.config import checks, durations, models
+from stageflow.errors import StageflowError
 
 T = TypeVar("T")
 CACHE_FILE = Path("cache") / "config.json"
@@ -55,12 +57,10 @@ def store(state_dir: Path, source: bytes, config: models.ProjectConfig) -> None:
 
     path = state_dir / CACHE_FILE
     doc = {"schema": _schema_fingerprint(), "source": source.decode("latin-1"), "config": dataclasses.asdict(config)}
-    try:
-        path.parent.mkdir(mode=0o700, exist_ok=True)
+    # A cache that cannot be written (or sits behind a symlink) only costs speed.
+    with contextlib.suppress(OSError, StageflowError):
         # The env files' writer: atomic, and 0600 before the first byte (the YAML may hold secrets).
-        write_env_text(path, json.dumps(doc, separators=(",", ":")), mode=0o600)
-    except OSError:
-        pass  # a cache that cannot be written only costs speed
+        write_env_text(path, json.dumps(doc, separators=(",", ":")), root=state_dir.parent, mode=0o600)
 
 
 def decode(tp: Any, value: Any) -> Any:

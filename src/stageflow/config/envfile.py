@@ -38,7 +38,7 @@ from pathlib import Path
 from stageflow.errors import ConfigError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEY_FULL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_FULL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 
 #: First line of an encrypted env file; the Fernet token follows on the next line.
 ENCRYPTED_HEADER = "# stageflow:encrypted fernet v1 (needs STAGEFLOW_MASTER_KEY)"
@@ -57,6 +57,11 @@ _DQ_ESCAPES = {
     "v": "\v",
 }
 _INLINE_WS = " \t"
+
+#: Largest env file read (an env file is a few KB; this bounds what a hostile one can cost).
+MAX_ENV_FILE = 1 << 20
+#: Largest single value: more is no configuration value, and the OS limits one variable to 128 KB.
+MAX_VALUE = 128 * 1024
 
 
 class EnvFileError(ConfigError):
@@ -142,6 +147,12 @@ def parse_env_lines(text: str, source: str = "<env>") -> list[EnvLine]:
         else:
             value = _strip_inline_comment(text[j:eol])
             raw = value
+        if len(value) > MAX_VALUE:
+            raise _error(source, start_line, f"the value of {key} is longer than 128 KB",
+                         hint="keep large data in a file and put its path in the variable")
+        if "\x00" in value:
+            raise _error(source, start_line, f"the value of {key} contains a NUL character",
+                         hint="remove it: no environment variable can hold one")
         out.append(EnvLine(key=key, value=value, lineno=start_line, raw=raw))
         i = eol + 1
         lineno += 1
@@ -240,15 +251,21 @@ def is_encrypted_text(text: str) -> bool:
     return text.startswith(ENCRYPTED_HEADER.split(" (", 1)[0])
 
 
-def read_env_text(path: Path, *, environ: Mapping[str, str] | None = None) -> tuple[str, bool] | None:
+def read_env_text(
+    path: Path, *, root: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str, bool] | None:
     """Plain text of ``path`` and whether it was encrypted; None when the file does not exist.
 
     Encrypted files are decrypted with ``STAGEFLOW_MASTER_KEY`` from ``environ`` (default: the
-    process environment); a missing or wrong key is a one-line :class:`ConfigError`.
+    process environment); a missing or wrong key is a one-line :class:`ConfigError`. A symlinked
+    env file (or directory under ``root``), a FIFO, a device or a file over :data:`MAX_ENV_FILE`
+    bytes is refused with one line: nothing is read from outside the app or from a source that
+    could block or never end.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+    from stageflow.fsutil import read_file
+
+    data = read_file(path, root=path.parent if root is None else root, limit=MAX_ENV_FILE)
+    if data is None:
         return None
     try:
         text = data.decode("utf-8")
@@ -263,9 +280,11 @@ def read_env_text(path: Path, *, environ: Mapping[str, str] | None = None) -> tu
     return decrypt_text(body, source=str(path), environ=os.environ if environ is None else environ), True
 
 
-def read_env_file(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def read_env_file(
+    path: Path, *, root: Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Read ``path`` (decrypting it when encrypted); a missing file is an empty mapping."""
-    got = read_env_text(path, environ=environ)
+    got = read_env_text(path, root=root, environ=environ)
     if got is None:
         return {}
     return parse_env(got[0], display_path(path))
@@ -283,58 +302,35 @@ def write_env_text(
     path: Path,
     text: str,
     *,
+    root: Path | None = None,
     mode: int = 0o600,
     encrypt: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``text`` atomically with ``mode``, optionally encrypted with ``STAGEFLOW_MASTER_KEY``.
 
-    The temporary file gets ``mode`` before any byte is written, so a secret is never readable by
-    others, not even for a moment; ``os.replace`` makes the switch atomic.
+    Through :func:`stageflow.fsutil.write_file`: the temporary file has ``mode`` before any byte is
+    written, no symlink is followed (under ``root`` not even in the directories), and the switch is
+    atomic and durable. Without ``root`` only the file and its temporary are checked.
     """
+    from stageflow.fsutil import write_file
+
     if encrypt:
         from stageflow.configmgr.encryption import encrypt_text
 
         token = encrypt_text(text, environ=os.environ if environ is None else environ)
         text = f"{ENCRYPTED_HEADER}\n{token}\n"
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable across a crash; not every filesystem supports it, which is harmless.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_file(path, text, root=path.parent if root is None else root, mode=mode, durable=True)
 
 
 def write_env_file(
     path: Path,
     values: Mapping[str, str],
     *,
+    root: Path | None = None,
     mode: int = 0o600,
     encrypt: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``values`` atomically with ``mode`` (0600 by default: env files hold secrets)."""
-    write_env_text(path, format_env(values), mode=mode, encrypt=encrypt, environ=environ)
+    write_env_text(path, format_env(values), root=root, mode=mode, encrypt=encrypt, environ=environ)

@@ -270,6 +270,17 @@ def database_url(db: Database, root: Path) -> str | None:
     return None
 
 
+def env_file_of(root: Path, config: ProjectConfig, env: str) -> Path:
+    """``env``'s env file: ``environments.<env>.env_file`` (default ``.env.<env>``), inside ``root``.
+
+    A path leaving the app (``../elsewhere``, ``/etc/x``) is refused: stageflow reads and writes
+    env files, and neither may reach outside the app.
+    """
+    from stageflow.fsutil import confine
+
+    return confine(root, config.environments[env].env_file or f".env.{env}", f"environments.{env}.env_file")
+
+
 def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | None = None) -> EnvContext:
     """Resolve ``env_name`` (or alias): read its env file, interpolate, validate, compute app variables.
 
@@ -279,8 +290,8 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
     path = root / PROJECT_FILE
     base = load_project(root)
     name = resolve_env_name(base, env_name)
-    env_file = root / (base.environments[name].env_file or f".env.{name}")
-    file_vars = read_env_file(env_file, environ=environ)
+    env_file = env_file_of(root, base, name)
+    file_vars = read_env_file(env_file, root=root, environ=environ)
     for key in list(file_vars):
         if key in environ:
             file_vars[key] = environ[key]

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from stageflow.config.checks import Bounds, Check
 from stageflow.config.durations import Duration
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,39}\Z")
 Port = Annotated[int, Bounds(ge=1, le=65535)]
 Replicas = Annotated[int, Bounds(ge=1, le=50)]
 Percent = Annotated[float, Bounds(ge=0, le=100)]
@@ -280,6 +280,73 @@ class Alerts(Strict):
     webhooks: list[WebhookAlerts] = field(default_factory=list)
 
 
+Severity = Literal["critical", "high", "medium", "low"]
+
+
+def _iso_date(v: str) -> str:
+    from datetime import date
+
+    try:
+        date.fromisoformat(v)
+    except ValueError:
+        raise ValueError("must be a date like 2026-12-31") from None
+    return v
+
+
+def _url_paths(v: list[str]) -> list[str]:
+    if not v:
+        raise ValueError("needs at least one path, like /health/")
+    for p in v:
+        if not p.startswith("/") or any(c.isspace() for c in p):
+            raise ValueError(f"{p!r} must be a path starting with '/', like /health/")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Acceptance(Strict):
+    """A scan finding accepted until ``expires`` (an ISO date), for a stated reason."""
+
+    id: str
+    reason: Annotated[str, Bounds(min_length=3)]
+    expires: Annotated[str, Check(_iso_date)]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Security(Strict):
+    """``stageflow scan``: the level that fails, what is not scanned, accepted findings."""
+
+    fail_on: Severity = "high"
+    exclude: list[str] = field(default_factory=list)
+    skip: list[str] = field(default_factory=list)
+    accept: list[Acceptance] = field(default_factory=list)
+    #: pip-audit's vulnerability service: ``pypi`` (default), ``osv``, or an OSV-API mirror URL.
+    vulnerability_service: Literal["pypi", "osv"] = "pypi"
+    osv_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class LoadTest(Strict):
+    """``stageflow loadtest ENV`` and the pipeline's k6 script: a constant arrival rate, bounded."""
+
+    rate: Annotated[float, Bounds(gt=0, le=500)] = 10.0
+    duration: Duration = 30.0
+    paths: Annotated[list[str], Check(_url_paths)] = field(default_factory=lambda: ["/health/"])
+    timeout: Duration = 5.0
+    max_requests: Annotated[int, Bounds(ge=1, le=100000)] = 5000
+    concurrency: Annotated[int, Bounds(ge=1, le=200)] = 20
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Gates(Strict):
+    """Thresholds of ``stageflow gate``."""
+
+    coverage: Percent = 80.0
+    vulnerabilities: Severity = "high"
+    p95: Duration = 2.0
+    error_rate: Percent = 1.0
+    memory_growth_mb: Annotated[float, Bounds(ge=0)] = 100.0
+
+
 def _project_name(v: str) -> str:
     if not NAME_RE.match(v):
         raise ValueError("must be lowercase letters, digits, '-' or '_', starting with a letter")
@@ -326,6 +393,9 @@ class ProjectConfig(Strict):
     nginx: Nginx = field(default_factory=Nginx)
     monitoring: Monitoring = field(default_factory=Monitoring)
     alerts: Alerts = field(default_factory=Alerts)
+    security: Security = field(default_factory=Security)
+    loadtest: LoadTest = field(default_factory=LoadTest)
+    gates: Gates = field(default_factory=Gates)
 
     def __post_init__(self) -> None:
         if self.promotion is not None:

@@ -17,8 +17,10 @@ _MIN_SHARED_LEN = 8
 
 
 def env_file_path(root: Path, config: ProjectConfig, env: str) -> Path:
-    """The env file of ``env``: its ``env_file`` setting or ``.env.<env>`` in the app root."""
-    return root / (config.environments[env].env_file or f".env.{env}")
+    """The env file of ``env``: its ``env_file`` setting or ``.env.<env>``, confined to the app root."""
+    from stageflow.config.loader import env_file_of
+
+    return env_file_of(root, config, env)
 
 
 @dataclass

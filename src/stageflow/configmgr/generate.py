@@ -207,7 +207,7 @@ def generate_env(
     mode_ok = state.exists and (path.stat().st_mode & 0o777) == FILE_MODE
     written = False
     if not (state.exists and text == state.text and target_encrypted == state.encrypted and mode_ok):
-        write_env_text(path, text, mode=FILE_MODE, encrypt=target_encrypted, environ=environ)
+        write_env_text(path, text, root=root, mode=FILE_MODE, encrypt=target_encrypted, environ=environ)
         written = True
     result = GenerateResult(
         env=name,

@@ -8,8 +8,6 @@ root", and errs on the side of adding an explicit line.
 from __future__ import annotations
 
 import fnmatch
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -53,7 +51,10 @@ def is_ignored(text: str, rel: str) -> bool:
 def ensure_ignored(root: Path, env_files: Iterable[str]) -> list[str]:
     """Fix ``root/.gitignore`` so every env file is ignored and templates are not; returns lines added."""
     path = root / ".gitignore"
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    from stageflow.fsutil import read_file, write_file
+
+    raw = read_file(path, root=root, limit=1 << 20)
+    text = raw.decode("utf-8", "replace") if raw is not None else ""
     added: list[str] = []
     probe = text
     if not is_ignored(probe, ".env.production"):
@@ -75,14 +76,6 @@ def ensure_ignored(root: Path, env_files: Iterable[str]) -> list[str]:
     if new and not new.endswith("\n"):
         new += "\n"
     new += ("\n" if new else "") + _HEADER + "\n" + "\n".join(added) + "\n"
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".gitignore.", dir=root)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(new)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # An existing file keeps its mode (the writer narrows 0666 to it); a new one is 0644.
+    write_file(path, new, root=root, mode=0o666 if raw is not None else 0o644)
     return added

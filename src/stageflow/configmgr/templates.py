@@ -47,7 +47,7 @@ MARKER = "# stageflow-template: "
 _SENTINEL = "@@stageflow-secret:{}@@"
 _SENTINEL_RE = re.compile(r"@@stageflow-secret:([A-Za-z_][A-Za-z0-9_]*)@@")
 _REF_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -36,9 +36,9 @@ MAINTENANCE_DB = "postgres"
 _EXTENSIONS: dict[BackupFormat, str] = {"plain": ".sql", "custom": ".dump", "sqlite": ".sqlite3"}
 _FORMATS: dict[str, BackupFormat] = {"sql": "plain", "dump": "custom", "sqlite3": "sqlite"}
 _STAMP = "%Y%m%dT%H%M%S%fZ"
-_BACKUP_NAME = re.compile(r"^(?P<env>.+)_(?P<stamp>\d{8}T\d{12}Z)\.(?P<ext>sql|dump|sqlite3)$")
-_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BACKUP_NAME = re.compile(r"^(?P<env>.+)_(?P<stamp>\d{8}T\d{12}Z)\.(?P<ext>sql|dump|sqlite3)\Z")
+_ENV_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _CUSTOM_MAGIC = b"PGDMP"
 # libpq waits for the TCP timeout (minutes) on a blackholed host unless told otherwise.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +18,8 @@ class Probe:
     ok: bool
     reason: str
     seconds: float
+    #: The ``X-Stageflow-Upstream`` header: which upstream the proxy used (stageflow's probes only).
+    upstream: str | None = None
 
 
 class Prober(Protocol):
@@ -29,9 +31,11 @@ class Prober(Protocol):
 EXCERPT_BYTES = 4096
 _STATUS_LINE = re.compile(rb"HTTP/\d(?:\.\d)? (\d{3})")
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_UPSTREAM = re.compile(rb"\r\nx-stageflow-upstream:[ \t]*([0-9A-Za-z.:\[\], ]{1,200})\r", re.IGNORECASE)
 
 
-def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = None) -> Probe:
+def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = None,
+               headers: Mapping[str, str] | None = None) -> Probe:
     """GET ``url``: ok on status ``expect``; otherwise timeout, refused, or status + body excerpt.
 
     ``timeout`` bounds the whole attempt (connect, TLS, response). A probe is one GET of a small
@@ -47,7 +51,8 @@ def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = N
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     authority = parts.netloc.rpartition("@")[2]  # never send credentials from the URL
     request = (f"GET {target} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: stageflow-health\r\n"
-               "Accept: */*\r\nConnection: close\r\n\r\n").encode()
+               "Accept: */*\r\nConnection: close\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items() if v.isalnum()) + "\r\n").encode()
     start = time.monotonic()
     deadline = start + timeout
     try:
@@ -69,10 +74,12 @@ def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = N
     if not m:
         return Probe(False, f"not an HTTP response: {' '.join(head[:80].decode('latin-1').split())!r}", took)
     status = int(m.group(1))
+    up = _UPSTREAM.search(head + b"\r")
+    upstream = up.group(1).decode() if up else None
     if status == expect:
-        return Probe(True, f"HTTP {status} in {took * 1000:.0f}ms", took)
+        return Probe(True, f"HTTP {status} in {took * 1000:.0f}ms", took, upstream)
     excerpt = " ".join(body[:EXCERPT_BYTES].decode("utf-8", "replace").split())[:160]
-    return Probe(False, f"HTTP {status} (expected {expect}): {excerpt}", took)
+    return Probe(False, f"HTTP {status} (expected {expect}): {excerpt}", took, upstream)
 
 
 def _tls(raw: socket.socket, host: str, cafile: Path | None) -> socket.socket:

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from stageflow.errors import LockHeldError
 from stageflow.procs import running
@@ -72,6 +73,7 @@ class EnvLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.took_over: LockInfo | None = None
+        self.took_over_reason = ""
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`LockHeldError`."""
@@ -84,7 +86,7 @@ class EnvLock:
                         f"environment {self.env} is locked by {current.describe()}",
                         hint=f"wait for it to finish, or if it is gone: stageflow lock release {self.env}",
                     )
-                self.took_over = current
+                self.took_over, self.took_over_reason = current, reason
                 self.warn(f"taking over a stale lock of {self.env}: {reason} (was {current.describe()})")
             self.store.put_lock(self.env, self.owner, self.pid, self.host, self.command, self.lease)
         self._thread = threading.Thread(target=self._beat, name=f"lock-{self.env}", daemon=True)
@@ -118,3 +120,21 @@ def force_release(store: Store, env: str) -> LockInfo | None:
         info = read_lock(store, env)
         store.drop_lock(env)
     return info
+
+
+def deployment_outcome(store: Store, row: Any) -> tuple[str, str | None]:
+    """(outcome, error) of a deployment row as it really is.
+
+    A deploy killed with ``kill -9`` stays ``running`` in the record until the next command of its
+    environment marks it; a running deployment whose process no longer holds the lock is shown as
+    ``crashed`` meanwhile, without writing (read-only commands change nothing).
+    """
+    if row["outcome"] != "running":
+        return row["outcome"], row["error"]
+    info = read_lock(store, row["env"])
+    if info is not None and info.pid == row["pid"]:
+        why = stale_reason(info)
+        if why is None:
+            return "running", None
+        return "crashed", f"deploy process {row['pid']} is gone ({why}); the next deploy of {row['env']} takes over"
+    return "crashed", f"deploy process {row['pid']} is gone (it holds no lock)"

@@ -113,11 +113,18 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
     """Back to the previous (or named) release that still exists; the database only with --restore-db."""
     ctx = load_env_context(ws.root, env, environ)
     state = ws.store.env_state(ctx.name)
-    target = to or state.previous_release
+    # Without --to: one step further back each time (a release rolled back away from is skipped).
+    # Checked here to fail before the lock; the deploy picks again once it has made routing and the
+    # record agree after a crash.
+    target = to or ws.store.rollback_target(ctx.name, state.current_release)
     if target is None:
-        raise OperationError(f"{ctx.name} has no previous release to roll back to",
-                             hint="see 'stageflow history " + ctx.name + "'")
+        msg = (f"{ctx.name} has no earlier release to roll back to"
+               + (f" (already rolled back away from {', '.join(sorted(m))})"
+                  if (m := ws.store.rolled_back_from(ctx.name)) else ""))
+        ws.audit(ctx.name, "refused", msg)
+        raise OperationError(msg, hint=f"see 'stageflow history {ctx.name}', or name one with --to")
     if target == state.current_release:
+        ws.audit(ctx.name, "refused", f"{target} is already current")
         raise OperationError(f"{target} is already current in {ctx.name}")
     release_path(ws.store, target)
     backup_row = None
@@ -131,7 +138,7 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
         ws.log.write(msg, level="WARN")
         if not yes and not (interactive and confirm and confirm(f"{msg}. Continue?")):
             raise UsageError("database restore not confirmed", hint="re-run with --yes to confirm")
-    report = deploy_env(ws, ctx, DeployOptions(kind="rollback"), release=target)
+    report = deploy_env(ws, ctx, DeployOptions(kind="rollback"), release=to)
     if backup_row is not None:
         restore_backup_file(ws, ctx, Path(backup_row["path"]))
         ws.audit(ctx.name, "restored", f"database restored from {Path(backup_row['path']).name}")

@@ -22,7 +22,8 @@ from stageflow.deploy import preflight as pf
 from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
-from stageflow.errors import OperationError, UsageError
+from stageflow.errors import LockHeldError, OperationError, UsageError
+from stageflow.fsutil import inside, make_dirs
 from stageflow.masking import masker
 from stageflow.runtimes import runtime_for
 from stageflow.runtimes.base import Placement, Runtime
@@ -252,7 +253,7 @@ def plan(ctx: EnvContext, rt: Runtime, current: str | None, placement: Placement
          release: str | None) -> list[Step]:
     """The steps of one deploy, in order: what ``--dry-run`` prints and what :func:`apply` runs."""
     new = rt.next_placement(placement)
-    target = release or "a new release of HEAD"
+    target = release or ("the release before the current one" if kind == "rollback" else "a new release of HEAD")
     steps: list[Step] = []
     if kind != "rollback":
         steps += [
@@ -310,12 +311,18 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
 
     deadline = Deadline(ctx.env.deadline)
     lock = EnvLock(store, ctx.name, ws.actor, ws.command, warn=lambda m: ws.log.write(m, level="WARN"))
-    lock.acquire()
+    try:
+        lock.acquire()
+    except LockHeldError as exc:
+        ws.audit(ctx.name, "refused", str(exc))
+        raise
     dep_id = 0
     try:
         if lock.took_over:
             n = store.abandon_running(ctx.name, f"deploy process {lock.took_over.pid} died")
             ws.log.write(f"[{ctx.name}] marked {n} interrupted deployment(s) as crashed", level="WARN")
+            ws.audit(ctx.name, "took-over", f"stale lock of {lock.took_over.describe()}: {lock.took_over_reason}; "
+                                            f"{n} interrupted deployment(s) marked crashed")
         state = store.env_state(ctx.name)
         dep_id = store.start_deployment(ctx.name, opts.kind, ws.actor, os.getpid(), state.current_release)
         ws.audit(ctx.name, "started", f"{opts.kind} deployment {dep_id}")
@@ -351,24 +358,70 @@ class _Apply:
 
     # recovery of an interrupted deploy, before anything new starts ------------------------------
     def recover(self) -> None:
-        """Make the record and what serves agree, then sweep what no record vouches for."""
-        rt, j = self.rt, self.j
-        if not self.old_release and (serving := rt.serving()):
-            # No record of what serves (state.db lost or replaced), but the proxy routes to a live
-            # release: adopt it rather than sweep it away, so this deploy stays zero-downtime.
-            self.old, self.old_release = serving
-            j.note("adopt", "warn", f"no record of what serves {self.ctx.name}: adopted {self.old_release} "
-                                    f"({self.old.slot}), which the proxy routes to")
-        killed = rt.sweep_orphans(self.old if self.old and self.old_release else None)
-        if killed:
-            j.note("sweep", "warn", f"stopped {len(killed)} orphan(s) of an interrupted deploy: {', '.join(killed)}")
-        self.old_alive = bool(self.old and rt.alive(self.old))
-        if self.old_alive and self.old is not None and rt.zero_downtime:
-            # A deploy killed between cutover and record left traffic on a release we just swept.
-            repaired = rt.repair_routing(self.old)
+        """After a crash: make routing and the record agree, *then* sweep.
+
+        Never stops what the proxy routes to. A deploy killed after its cutover left the proxy on a
+        release the record does not name: if that release had not finished its watch and the
+        recorded one still answers, the proxy goes back to the recorded one first; otherwise (it
+        passed its watch, or the recorded one is gone, or nothing is recorded) what serves is adopted
+        and recorded. A release command the killed deploy left running is awaited before anything else.
+        """
+        ws, ctx, rt, j, store = self.ws, self.ctx, self.rt, self.j, self.store
+        settled = rt.settle_release_command(wait=max(10.0, self.deadline.remaining / 2))
+        if settled:
+            j.note("recover", "warn", settled)
+            ws.audit(ctx.name, "recovered", settled)
+        state = store.env_state(ctx.name)
+        old, old_release = placement_of(state.placement), state.current_release
+        routed = rt.serving()
+        if routed is not None and (old_release is None or old is None or routed[0].slot != old.slot):
+            r_place, r_release = routed
+            watched = store.watched(ctx.name, r_release)
+            if old_release and old and not watched and rt.alive(old) and self._answers(old):
+                how = rt.cut_over(old)
+                msg = (f"an interrupted deploy left nginx on {r_release} ({r_place.slot}) before its watch ended: "
+                       f"pointed nginx back at the recorded {old_release} ({old.slot}) and drained ({how}) "
+                       "before stopping anything")
+                j.note("repair", "warn", msg)
+            else:
+                why = ("no record of what serves" if not old_release else
+                       f"{r_release} passed its watch before the deploy was interrupted" if watched else
+                       f"the recorded {old_release} no longer answers")
+                previous = old_release if old_release and old_release != r_release else state.previous_release
+                store.set_env_state(ctx.name, r_release, previous, r_place.as_json(), False)
+                old, old_release = routed
+                msg = f"{why}: adopted {r_release} ({r_place.slot}), which nginx routes to"
+                j.note("adopt", "warn", msg)
+            ws.audit(ctx.name, "recovered", msg)
+        elif routed is None and old is not None and rt.zero_downtime and rt.alive(old):
+            # The proxy routes where nothing lives (the new release died too): back to the record.
+            repaired = rt.repair_routing(old)
             if repaired:
-                j.note("repair", "warn", f"{repaired} ({self.old_release})")
-        self.new = rt.next_placement(self.old)
+                msg = f"nginx pointed at a dead upstream; {repaired} ({old_release})"
+                j.note("repair", "warn", msg)
+                ws.audit(ctx.name, "recovered", msg)
+        # Only now, with the proxy on a release we keep: what no record of it vouches for is an orphan.
+        killed = rt.sweep_orphans(old if old and old_release else None)
+        if killed:
+            msg = f"stopped {len(killed)} orphan(s) of an interrupted deploy: {', '.join(killed)}"
+            j.note("sweep", "warn", msg)
+            ws.audit(ctx.name, "swept", msg)
+        self.state = store.env_state(ctx.name)  # recovering may have recorded what serves
+        self.old, self.old_release = old, old_release
+        store.set_deployment_previous(self.dep_id, self.state.current_release)
+        if self.release is None and self.opts.kind == "rollback":
+            self.release = store.rollback_target(ctx.name, self.state.current_release)
+            if self.release is None:
+                raise StepFailed(f"{ctx.name} has no earlier release to roll back to")
+        self.old_alive = bool(old and rt.alive(old))
+        self.new = rt.next_placement(old)
+
+    def _answers(self, placement: Placement) -> bool:
+        """The web service of ``placement`` passes one health probe on its own address."""
+        from stageflow.deploy.health import http_probe
+
+        health = self.ctx.config.web_service[1].health
+        return http_probe(self.rt.probe_url(placement), health.expect if health else 200, 2.0).ok
 
     def run(self) -> DeployReport:
         """Recover, then apply every step of the plan; undo by the failing step's phase."""
@@ -467,7 +520,7 @@ class _Apply:
         db = self.ctx.database
         if db.engine == "sqlite":
             sqlite_path = Path(db.path) if Path(db.path).is_absolute() else self.ctx.root / db.path
-            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(sqlite_path.parent, root=self.ctx.root if inside(self.ctx.root, sqlite_path) else None)
         cmd = self.rt.release_command(self.release, self.rdir, timeout=max(10.0, self.deadline.remaining))
         s.detail = cmd or "no release command"
         if cmd is None:

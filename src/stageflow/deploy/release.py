@@ -11,6 +11,7 @@ from pathlib import Path
 
 from stageflow.commands import git
 from stageflow.errors import ConfigError, OperationError
+from stageflow.fsutil import make_dirs
 from stageflow.runner import Runner
 from stageflow.state.store import Store
 
@@ -86,17 +87,38 @@ def build_release(root: Path, state_dir: Path, facts: GitFacts, store: Store, ru
         n += 1
         dest = base / f"{rid}.{n}"
     rid = dest.name
-    base.mkdir(parents=True, exist_ok=True)
+    make_dirs(base, root=root)
     with tempfile.TemporaryDirectory(dir=base, prefix=".build-") as tmp:
         tar_path = Path(tmp) / "release.tar"
         runner.run(git.archive(tree, tar_path), cwd=root, check=True, what="git archive")
         staging = Path(tmp) / "tree"
         staging.mkdir()
         with tarfile.open(tar_path) as tar:
-            tar.extractall(staging, filter="data")
+            try:
+                tar.extractall(staging, filter=_keep_links)  # noqa: S202 (filtered)
+            except tarfile.FilterError as exc:
+                raise ConfigError(
+                    f"the commit holds {exc.tarinfo.name!r}, which would be written outside the release",
+                    hint="remove that entry from the repository",
+                ) from None
         staging.rename(dest)
     store.add_release(rid, sha, include_dirty and facts.dirty, facts.subject, dest, file_hash(dest / requirements))
     return rid
+
+
+def _keep_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's ``data`` filter, except that a symlink pointing outside the tree is kept as it is.
+
+    Such a link (``static/vendor -> /usr/share/javascript``) is the repo's business at run time;
+    what matters at extraction is that nothing is *written* through it, and the data filter still
+    refuses every later member whose path would pass through a link out of the tree.
+    """
+    try:
+        return tarfile.data_filter(member, dest)
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        if member.issym():
+            return member
+        raise
 
 
 def release_path(store: Store, rid: str) -> Path:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from stageflow.config.models import ProjectConfig, Service
 from stageflow.errors import ConfigError, OperationError
+from stageflow.fsutil import inside, write_file
 
 DEFAULT_IMAGES: dict[str, str] = {
     "base": "python:3.12-slim",
@@ -386,8 +387,8 @@ def write_compose(config: ProjectConfig, env: str, *, root: Path, out_dir: Path 
     doc = build_compose(config, env, root=root, out_dir=out_dir)
     path = out_dir / compose_filename(config, env)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_compose(doc, env), encoding="utf-8")
+        write_file(path, render_compose(doc, env), root=root if inside(root, path) else None, mode=0o644,
+                   dir_mode=0o755)
     except OSError as exc:
         raise OperationError(
             f"cannot write {path}: {exc.strerror}", hint="choose a writable --output directory"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import re
 import secrets
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from urllib.parse import urlsplit
 
 from stageflow.config.models import DEFAULT_CSP, DEFAULT_PERMISSIONS_POLICY, ProjectConfig, Proxy
 from stageflow.errors import ConfigError, OperationError
+from stageflow.fsutil import inside, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "nginx"
@@ -129,13 +129,13 @@ def site_filename(project: str, env: str) -> str:
 
 
 _HOST_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"^(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
-_FS_PATH_RE = re.compile(r"^/[A-Za-z0-9_./@%+=:,~-]*$")
-_URL_PATH_RE = re.compile(r"^/([A-Za-z0-9_.~@%+=:,-]+/)*$")
-_SIZE_RE = re.compile(r"^\d+[kKmMgG]?$")
-_HEADER_VALUE_RE = re.compile(r'^[^"\\$\x00-\x1f\x7f]*$')
-_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_FS_PATH_RE = re.compile(r"^/[A-Za-z0-9_./@%+=:,~-]*\Z")
+_URL_PATH_RE = re.compile(r"^/([A-Za-z0-9_.~@%+=:,-]+/)*\Z")
+_SIZE_RE = re.compile(r"^\d+[kKmMgG]?\Z")
+_HEADER_VALUE_RE = re.compile(r'^[^"\\$\x00-\x1f\x7f]*\Z')
+_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def _bad(where: str, message: str, hint: str) -> ConfigError:
@@ -388,7 +388,7 @@ def sha512_crypt(password: str, salt: str | None = None, rounds: int = 5000) -> 
 
 def verify_sha512_crypt(password: str, hashed: str) -> bool:
     """True when ``hashed`` (a ``$6$`` string) is ``password``'s hash."""
-    m = re.match(r"^\$6\$(?:rounds=(\d+)\$)?([^$]{0,16})\$[./0-9A-Za-z]{86}$", hashed)
+    m = re.match(r"^\$6\$(?:rounds=(\d+)\$)?([^$]{0,16})\$[./0-9A-Za-z]{86}\Z", hashed)
     if not m:
         return False
     rounds = int(m.group(1)) if m.group(1) else 5000
@@ -405,17 +405,9 @@ def new_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-def _write(path: Path, content: str, mode: int) -> None:
-    """Write ``content`` so the file never exists with looser permissions than ``mode``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, content.encode("utf-8"))
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)  # O_CREAT's mode is filtered by the umask
-    os.replace(tmp, path)
+def _write(root: Path, path: Path, content: str, mode: int) -> None:
+    """Write ``content`` through the safe writer (no symlink followed, mode never widened)."""
+    write_file(path, content, root=root if inside(root, path) else None, mode=mode, dir_mode=0o755)
 
 
 # ---------------------------------------------------------------- writing
@@ -455,23 +447,20 @@ def ensure_basic_auth(root: Path, env: str, user: str, htpasswd: Path) -> BasicA
     pw_file = password_path(root, env)
     created = False
     try:
-        password = pw_file.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        password = ""
+        password = (read_file(pw_file, root=root, limit=4096) or b"").decode("utf-8", "replace").strip()
     except OSError as exc:
         raise OperationError(f"cannot read {pw_file}: {exc.strerror}", hint="fix its permissions") from exc
     if not password:
         password = new_password()
-        _write(pw_file, password + "\n", SECRET_MODE)
+        write_file(pw_file, password + "\n", root=root, mode=SECRET_MODE)
         created = True
-    current = htpasswd.read_text(encoding="utf-8") if htpasswd.is_file() else ""
+    current = (read_file(htpasswd, root=root if inside(root, htpasswd) else None, limit=1 << 20) or b"").decode(
+        "utf-8", "replace")
     user_hash = next(
         (line.split(":", 1)[1].strip() for line in current.splitlines() if line.startswith(f"{user}:")), ""
     )
     if not verify_sha512_crypt(password, user_hash):
-        _write(htpasswd, htpasswd_line(user, password), HTPASSWD_MODE)
-    else:
-        os.chmod(htpasswd, HTPASSWD_MODE)
+        _write(root, htpasswd, htpasswd_line(user, password), HTPASSWD_MODE)
     return BasicAuth(user=user, htpasswd=htpasswd, password_file=pw_file, created=created)
 
 
@@ -483,11 +472,10 @@ def write_site(
 ) -> GeneratedSite:
     """Render ``opts`` into ``out_dir`` (created), plus ``htpasswd`` when basic auth is on."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name, content in render_site(opts, upstream_servers).items():
             path = out_dir / name
-            path.write_text(content, encoding="utf-8")
+            _write(root, path, content, 0o644)
             written.append(path)
         auth = None
         if opts.basic_auth:

@@ -46,9 +46,13 @@ class Placement:
 class RuntimeStatus:
     """What ``status`` shows of a placement: live units (processes, containers) and their restarts."""
 
+    #: Live units of the env (every placement: an interrupted deploy may have left two releases).
     units: int
+    #: Restarts of the placement's units (by their supervisor or the engine).
     restarts: int = 0
     notes: tuple[str, ...] = ()
+    #: Releases the live units run (more than one: a deploy was interrupted, or one is under way).
+    releases: tuple[str, ...] = ()
     #: Per service (containers: health, image, uptime); free-form for ``status --json``.
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -81,6 +85,11 @@ class Runtime(Protocol):
         """(placement, release) that the proxy routes to right now, when it is live; None when unknown."""
         ...
 
+    def routed(self, upstream: str | None) -> tuple[Placement, str] | None:
+        """What the proxy routes to: as ``upstream`` (the probe's answer, when the proxy said) names, else
+        as the proxy's own configuration says."""
+        ...
+
     def alive(self, placement: Placement) -> bool:
         """True when something of ``placement`` still runs."""
         ...
@@ -96,6 +105,11 @@ class Runtime(Protocol):
     # recovering from an interrupted deploy --------------------------------------------------------
     def sweep_orphans(self, keep: Placement | None) -> list[str]:
         """Stop what this env runs that no record vouches for, except ``keep``; return what stopped."""
+        ...
+
+    def settle_release_command(self, wait: float) -> str | None:
+        """Let a release command an interrupted deploy left running finish (up to ``wait`` s), then stop
+        it; say what happened, or None when there was none."""
         ...
 
     def repair_routing(self, placement: Placement) -> str | None:
@@ -140,8 +154,8 @@ class Runtime(Protocol):
         ...
 
     # operating ---------------------------------------------------------------------------------------
-    def status(self, placement: Placement) -> RuntimeStatus:
-        """Live units of ``placement`` and what their supervisors recorded."""
+    def status(self, placement: Placement | None) -> RuntimeStatus:
+        """Live units of the env, and what the supervisors of ``placement`` recorded."""
         ...
 
     def resources(self, placement: Placement) -> list[Resource]:

@@ -184,6 +184,26 @@ class ComposeRuntime:
             return []
         return [str(t) for t in tags] if isinstance(tags, list) else []
 
+    def routed(self, upstream: str | None) -> tuple[Placement, str] | None:
+        """The containers the nginx upstream file names (the container's answer carries no address)."""
+        return self.serving()
+
+    def settle_release_command(self, wait: float) -> str | None:
+        """A one-off release container left by a killed deploy: let it finish, then remove it."""
+        r = self._run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+                       "--filter", "label=com.docker.compose.oneoff=True",
+                       "--filter", f"name={self.project}-release-"], "docker ps", check=False, timeout=60)
+        left = r.stdout.split() if r.ok else []
+        if not left:
+            return None
+        done = self._run(["docker", "wait", *left], "docker wait", check=False, timeout=wait)
+        if not done.ok:
+            self._run(["docker", "rm", "-f", *left], "docker rm", check=False, timeout=60)
+            outcome = f"stopped it after waiting {wait:.0f}s"
+        else:
+            outcome = "waited for it to finish"
+        return f"the release command container of an interrupted deploy was still running: {outcome}"
+
     def alive(self, placement: Placement) -> bool:
         """Some container of the placement runs."""
         return any(d.get("State", {}).get("Running") for d in self._inspect(self._of(placement)))
@@ -515,11 +535,12 @@ class ComposeRuntime:
         return len(names)
 
     # operating -------------------------------------------------------------------------------------
-    def status(self, placement: Placement) -> RuntimeStatus:
+    def status(self, placement: Placement | None) -> RuntimeStatus:
         """Every container of the project by service: state, health, image, release, uptime, restarts."""
         services: dict[str, dict[str, Any]] = {}
         units = restarts = 0
         notes = []
+        releases: set[str] = set()
         for d in self._inspect(self._containers()):
             labels = d.get("Config", {}).get("Labels") or {}
             service = str(labels.get("com.docker.compose.service", "?"))
@@ -527,9 +548,13 @@ class ComposeRuntime:
             health = (state.get("Health") or {}).get("Status")
             count = int(d.get("RestartCount") or 0)
             image = str(d.get("Config", {}).get("Image", ""))
+            release = _release_of(self._image_tags(str(d.get("Image", ""))), self.ctx.config.project, service) \
+                if service in self._built_services() else None
             row = {"container": str(d.get("Name", "")).lstrip("/"), "state": state.get("Status"), "health": health,
-                   "image": image, "image_id": d.get("Image"), "started_at": state.get("StartedAt"),
-                   "restarts": count}
+                   "image": image, "image_id": d.get("Image"), "release": release,
+                   "started_at": state.get("StartedAt"), "restarts": count}
+            if release and state.get("Running") and service == self.web:
+                releases.add(release)
             services.setdefault(service, {"containers": []})["containers"].append(row)
             if state.get("Running"):
                 units += 1
@@ -538,7 +563,7 @@ class ComposeRuntime:
                 notes.append(f"{row['container']} {state.get('Status')}{' ' + health if health else ''}")
             if count:
                 notes.append(f"{row['container']} restarted {count}×")
-        return RuntimeStatus(units, restarts, tuple(notes), services)
+        return RuntimeStatus(units, restarts, tuple(notes), tuple(sorted(releases)), services)
 
     def resources(self, placement: Placement) -> list[Resource]:
         """``docker stats --no-stream`` of every running container of the project."""

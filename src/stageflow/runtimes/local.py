@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from stageflow.commands import nginx as nginx_cmd
 from stageflow.config.loader import EnvContext
 from stageflow.deploy.release import file_hash
 from stageflow.errors import OperationError
+from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
 from stageflow.procs import NO_PROCFS, proc_stat, running
 from stageflow.runner import Runner
@@ -148,7 +150,7 @@ class LocalRuntime:
         """:meth:`tls_paths`, (re)making the self-signed pair first when it is missing or near expiry."""
         cert_p, key_p = self.tls_paths()
         if cert_p.parent == self.ctx.state_dir / "tls" / self.env and not _cert_fresh(cert_p):
-            _self_signed(cert_p, key_p, urlsplit(self.ctx.env.url).hostname or "127.0.0.1")
+            _self_signed(cert_p, key_p, urlsplit(self.ctx.env.url).hostname or "127.0.0.1", self.ctx.root)
         return cert_p, key_p
 
     def _nginx_conf(self) -> Path:
@@ -179,6 +181,12 @@ http {{
     server_tokens off;
 {temp}
     include {d / upstream_filename(self.env)};
+    # Tells stageflow's own probes which upstream answered (status asks nginx what really serves);
+    # only a request carrying this env's probe token gets the header.
+    map $http_x_stageflow_probe $stageflow_upstream {{
+        default "";
+        "{self.probe_token()}" $upstream_addr;
+    }}
     server {{
         listen {listen};
         server_name _;
@@ -192,23 +200,49 @@ http {{
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_connect_timeout 5s;
             proxy_read_timeout 60s;
+            add_header X-Stageflow-Upstream $stageflow_upstream always;
         }}
     }}
 }}
 """
 
-    def serving_color(self) -> tuple[str, str] | None:
-        """(color, release) of the live web process the running proxy routes to; None when unknown."""
-        if self.nginx_binary is None or not self.nginx_running():
-            return None
-        port = self.proxied_port()
+    def probe_token(self) -> str:
+        """This env's probe token (made once, 0600): the key to nginx's upstream header."""
+        path = self.nginx_dir / "probe.token"
+        try:
+            token = path.read_text().strip()
+            if len(token) == 32 and token.isalnum():
+                return token
+        except FileNotFoundError:
+            pass
+        import secrets
+
+        token = secrets.token_hex(16)
+        write_file(path, token, root=self.ctx.root, mode=0o600)
+        return token
+
+    def probe_headers(self) -> dict[str, str]:
+        """Headers that make nginx say which upstream answered (none before a token exists)."""
+        try:
+            return {"X-Stageflow-Probe": (self.nginx_dir / "probe.token").read_text().strip()}
+        except FileNotFoundError:
+            return {}
+
+    def release_on_port(self, port: int | None) -> tuple[str, str] | None:
+        """(color, release) of the live web process listening on ``port``, if any."""
         name, _ = self.ctx.config.web_service
         for color in COLORS:
-            if self.app_port(color) == port:
+            if port is not None and self.app_port(color) == port:
                 info = self._read_pidfile(name, color)
                 if info is not None and _alive(info):
                     return color, info.release
         return None
+
+    def serving_color(self) -> tuple[str, str] | None:
+        """(color, release) of the live web process the running proxy routes to; None when unknown."""
+        if self.nginx_binary is None or not self.nginx_running():
+            return None
+        return self.release_on_port(self.proxied_port())
 
     def proxied_port(self) -> int | None:
         """The port the upstream file currently points at, or None."""
@@ -264,16 +298,20 @@ http {{
         binary = self.nginx_binary
         if binary is None:
             raise OperationError("point_proxy needs nginx")
-        (self.nginx_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        root = self.ctx.root
+        make_dirs(self.nginx_dir / "tmp", root=root)
+        for log in ("access.log", "error.log"):  # nginx would create them world-readable
+            create_private(self.nginx_dir / log, root=root)
         conf = self._nginx_conf()
         up = self.nginx_dir / upstream_filename(self.env)
-        old_up = up.read_text() if up.exists() else None
-        _atomic_write(conf, self._render_nginx())
-        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{self.listen_host}:{port}"]))
+        old = read_file(up, root=root, limit=1 << 16)
+        old_up = old.decode("utf-8", "replace") if old is not None else None
+        _atomic_write(conf, self._render_nginx(), root)
+        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{self.listen_host}:{port}"]), root)
         test = self.runner.run(nginx_cmd.test_config(binary, self.nginx_dir, conf), what="nginx -t")
         if not test.ok:
             if old_up is not None:
-                _atomic_write(up, old_up)
+                _atomic_write(up, old_up, root)
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
         if self.nginx_running():
             old_workers = self._nginx_workers()
@@ -330,7 +368,7 @@ http {{
             return venv
         if venv.exists():
             shutil.rmtree(venv)
-        self.venv_root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.venv_root, root=self.ctx.root if inside(self.ctx.root, self.venv_root) else None)
         base = getattr(sys, "_base_executable", sys.executable)
         self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
         self.runner.run(
@@ -338,7 +376,7 @@ http {{
              "-r", str(req)],
             check=True, what=f"pip install -r {requirements}", timeout=900,
         )
-        marker.write_text(digest)
+        write_file(marker, digest, root=self.ctx.root if inside(self.ctx.root, marker) else None)
         return venv
 
     # processes ---------------------------------------------------------------------------------
@@ -359,18 +397,83 @@ http {{
         })
         return env
 
+    def _release_pidfile(self) -> Path:
+        return self.run_dir / "release.json"
+
     def run_release_command(self, release_dir: Path, release: str, venv: Path | None, timeout: float) -> str | None:
-        """Run the web service's ``release`` command (migrations) once; return it or None."""
+        """Run the web service's ``release`` command (migrations) once; return it or None.
+
+        It runs like a service: its own process group, tagged ``STAGEFLOW_INSTANCE=…::release``,
+        its pid and start time in ``run/<env>/release.json``. A deploy killed meanwhile leaves it
+        running; the next deploy finds it there (:meth:`settle_release_command`) before it starts
+        another, so two release commands of one environment never run at once.
+        """
+        import psutil
+
+        from stageflow.runner import Result
+
         _, svc = self.ctx.config.web_service
         if not svc.release:
             return None
+        make_dirs(self.log_dir, root=self.ctx.root)
         env = self.process_env(release, "release", 0, venv)
-        env.pop("STAGEFLOW_INSTANCE")
-        self.runner.run(
-            ["/bin/sh", "-c", svc.release], cwd=release_dir, env=env, inherit_env=False, timeout=timeout,
-            check=True, what=f"release command '{svc.release}'",
-        )
+        argv = ["/bin/sh", "-c", svc.release]
+        log_path = self.log_dir / "release.log"
+        started = time.monotonic()
+        with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
+            log.write(f"--- {release}: release command ---\n".encode())
+            log.flush()
+            offset = log.tell()
+            # Exactly the app's environment (process_env), nothing of stageflow's own.
+            proc = self.runner.spawn(argv, cwd=release_dir, env=env, stdout=log,
+                                     what=f"release command of {release}")
+        pidfile = self._release_pidfile()
+        info = ProcInfo("release", "release", proc.pid, psutil.Process(proc.pid).create_time(), release, None,
+                        proc_stat(proc.pid)[1])
+        _atomic_write(pidfile, json.dumps(info.__dict__), self.ctx.root)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _terminate_group(self.runner, proc.pid, 5.0)
+            proc.wait()
+            raise OperationError(f"release command '{svc.release}' timed out after {timeout:.0f}s") from None
+        finally:
+            if proc.returncode is not None:
+                pidfile.unlink(missing_ok=True)
+        if code != 0:
+            with open(log_path, "rb") as fh:
+                fh.seek(offset)
+                out = fh.read().decode("utf-8", "replace")
+            brief = Result(tuple(argv), code, out, "", time.monotonic() - started).brief()
+            raise OperationError(f"release command '{svc.release}' failed: {brief}")
         return svc.release
+
+    def release_command_running(self) -> ProcInfo | None:
+        """The release command an interrupted deploy left running (pid and start time verified)."""
+        info = _load_info(self._release_pidfile())
+        return info if info is not None and _alive(info) else None
+
+    def settle_release_command(self, wait: float) -> str | None:
+        """Let a release command left by a killed deploy finish (up to ``wait`` s), then stop its group.
+
+        Returns what happened, or None when there was none. Waiting first: a migration stopped
+        half-way is worse than one allowed to finish.
+        """
+        info = self.release_command_running()
+        if info is None:
+            self._release_pidfile().unlink(missing_ok=True)  # a dead one's record
+            return None
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _alive(info):
+            time.sleep(0.1)
+        if _alive(info):
+            _terminate_group(self.runner, info.pid, 5.0)
+            outcome = f"stopped it after waiting {wait:.0f}s"
+        else:
+            outcome = "waited for it to finish"
+        self._release_pidfile().unlink(missing_ok=True)
+        return (f"the release command of an interrupted deploy (pid {info.pid}, release {info.release}) "
+                f"was still running: {outcome}")
 
     def _pidfile(self, service: str, color: str) -> Path:
         return self.run_dir / f"{service}-{color}.json"
@@ -379,8 +482,7 @@ http {{
         """Start every service of ``release`` as ``color``."""
         import psutil
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.log_dir, root=self.ctx.root)
         port = self.app_port(color)
         started: list[ProcInfo] = []
         for name, svc in self.ctx.config.services.items():
@@ -388,7 +490,7 @@ http {{
                 continue
             cmd = svc.command.replace("{port}", str(port)).replace("{host}", self.listen_host)
             log_path = self.log_dir / f"{name}-{color}.log"
-            with open(log_path, "ab") as log:
+            with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
                 log.write(f"--- {release} starting as {color} ---\n".encode())
                 log.flush()
                 # Under a supervisor that restarts the service if it dies after starting well.
@@ -404,7 +506,7 @@ http {{
                 name, color, proc.pid, psutil.Process(proc.pid).create_time(), release,
                 port if svc.port is not None else None, proc_stat(proc.pid)[1],
             )
-            _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__))
+            _atomic_write(self._pidfile(name, color), json.dumps(info.__dict__), self.ctx.root)
             started.append(info)
         return started
 
@@ -421,6 +523,10 @@ http {{
                 continue
         return found
 
+    def all_processes(self) -> list[ProcInfo]:
+        """Live processes of every color: what really runs, whatever the record says."""
+        return [p for color in COLORS for p in self.processes(color)]
+
     def processes(self, color: str) -> list[ProcInfo]:
         """Live processes recorded for ``color``."""
         out = []
@@ -431,10 +537,7 @@ http {{
         return out
 
     def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
-        try:
-            return ProcInfo(**json.loads(self._pidfile(service, color).read_text()))
-        except (FileNotFoundError, json.JSONDecodeError, TypeError):
-            return None
+        return _load_info(self._pidfile(service, color))
 
     def exited_color(self, color: str) -> str | None:
         """Describe a web process of ``color`` that already died (fast health failure), else None."""
@@ -624,23 +727,39 @@ http {{
         tls = self.https and self.nginx_binary is not None
         url = f"{'https' if tls else 'http'}://{self.listen_host}:{self.ctx.env.url_port}" + (
             health.path if health else "/")
-        if not tls:
-            return url, http_probe
-        cert = self.tls_paths()[0]
-        return url, lambda u, expect, timeout: http_probe(u, expect, timeout, cafile=cert)
+        # The probe token makes nginx say which upstream answered (status compares it with the record).
+        headers = self.probe_headers() if self.nginx_binary else {}
+        cert = self.tls_paths()[0] if tls else None
+        return url, lambda u, expect, timeout: http_probe(u, expect, timeout, cafile=cert, headers=headers)
 
     def stop(self, placement: Placement, drain: float) -> int:
         """TERM every process of the color (graceful drain), then KILL."""
         return self.stop_color(placement.slot, drain)
 
-    def status(self, placement: Placement) -> RuntimeStatus:
-        """Live processes of the color and what their supervisors recorded."""
-        procs = self.processes(placement.slot) if placement.slot in COLORS else []
-        restarts = self.restarts(placement.slot) if placement.slot in COLORS else {}
+    def status(self, placement: Placement | None) -> RuntimeStatus:
+        """Live processes of every color, and what the supervisors of the placement's color recorded."""
+        procs = self.all_processes()
+        restarts = self.restarts(placement.slot) if placement and placement.slot in COLORS else {}
         return RuntimeStatus(
             len(procs), sum(_count(r) for r in restarts.values()),
             tuple(_describe_restarts(service, r) for service, r in restarts.items()),
+            tuple(sorted({p.release for p in procs})),
         )
+
+    def routed(self, upstream: str | None) -> tuple[Placement, str] | None:
+        """The color nginx routes to: the port its upstream header named, else its upstream file's."""
+        if self.nginx_binary is None:
+            return None
+        port: int | None = None
+        if upstream:
+            try:
+                port = int(upstream.split(",")[-1].strip().rsplit(":", 1)[1])
+            except (IndexError, ValueError):
+                port = None
+        if port is None and self.nginx_running():
+            port = self.proxied_port()
+        found = self.release_on_port(port)
+        return (self._placement(found[0]), found[1]) if found else None
 
     def resources(self, placement: Placement) -> list[Resource]:
         """CPU and resident memory of each live service process (its whole process tree)."""
@@ -723,7 +842,7 @@ def _cert_fresh(path: Path, days: int = 14) -> bool:
     return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) > dt.timedelta(days=days)
 
 
-def _self_signed(cert_path: Path, key_path: Path, host: str) -> None:
+def _self_signed(cert_path: Path, key_path: Path, host: str, root: Path | None = None) -> None:
     """A 90-day self-signed certificate for a loopback rehearsal (key 0600)."""
     import datetime as dt
 
@@ -751,19 +870,24 @@ def _self_signed(cert_path: Path, key_path: Path, host: str) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                   serialization.NoEncryption()))
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode())
+    write_file(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()),
+               root=key_path.parent if root is None else root, mode=0o600)
+    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM).decode(), root)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
+    # Everything under .stageflow/ is private (0600) and written without following any symlink
+    # (nor, under ``root``, through a symlinked directory).
+    write_file(path, text, root=path.parent if root is None else root, mode=0o600)
+
+
+def _load_info(path: Path) -> ProcInfo | None:
+    """A pid file's record; None when missing or damaged."""
+    try:
+        return ProcInfo(**json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return None
 
 
 def _alive(info: ProcInfo) -> bool:

@@ -23,6 +23,7 @@ Standard library only: one of these runs per service, for as long as the app run
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 PASS_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -78,13 +80,13 @@ class Supervisor:
             return
         doc = {"restarts": self.total_restarts, "last_exit": describe(code),
                "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "gave_up": gave_up}
-        tmp = f"{self.policy.record}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh)
-            os.replace(tmp, self.policy.record)
-        except OSError:
-            pass  # the service log has the same line; status just will not count it
+        from stageflow.errors import StageflowError
+        from stageflow.fsutil import write_file
+
+        record = Path(self.policy.record)
+        # Best effort: the service log has the same line; status just will not count it.
+        with contextlib.suppress(OSError, StageflowError):
+            write_file(record, json.dumps(doc), root=record.parent, mode=0o600)
 
     def on_signal(self, signum: int, _frame: object) -> None:
         """Stop signals end supervision; every handled signal reaches the child."""

@@ -141,7 +141,12 @@ class Store:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from stageflow.fsutil import create_private, make_dirs
+
+        # Created 0600 (in a 0700 directory) before SQLite opens it; its -wal and -shm files
+        # take the database's mode. Never through a symlink.
+        make_dirs(path.parent, root=path.parent.parent)
+        create_private(path, root=path.parent.parent)
         self.path = path
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
@@ -220,6 +225,11 @@ class Store:
         with self.tx() as db:
             db.execute("UPDATE deployments SET release_id=? WHERE id=?", (release_id, dep_id))
 
+    def set_deployment_previous(self, dep_id: int, previous: str | None) -> None:
+        """What served when the deployment began (known once routing and the record agree)."""
+        with self.tx() as db:
+            db.execute("UPDATE deployments SET previous_release_id=? WHERE id=?", (previous, dep_id))
+
     def finish_deployment(self, dep_id: int, outcome: str, error: str | None = None, downtime: bool = False) -> None:
         """Close a deployment record; a record is closed once (the first, most specific outcome wins)."""
         with self.tx() as db:
@@ -241,6 +251,15 @@ class Store:
                 (utcnow(), env),
             )
             return cur.rowcount
+
+    def watched(self, env: str, release: str) -> bool:
+        """An interrupted deployment of ``release`` to ``env`` finished its watch period."""
+        row = self.db.execute(
+            "SELECT 1 FROM steps s JOIN deployments d ON s.deployment_id = d.id WHERE d.env=? AND d.release_id=?"
+            " AND d.outcome IN ('running', 'crashed') AND s.name='watch' AND s.outcome='ok' LIMIT 1",
+            (env, release),
+        ).fetchone()
+        return row is not None
 
     def start_step(self, dep_id: int, name: str) -> int:
         """Open a journal step."""
@@ -351,6 +370,32 @@ class Store:
             if r["release_id"] not in seen:
                 seen.append(r["release_id"])
         return seen
+
+    def rolled_back_from(self, env: str) -> set[str]:
+        """Releases of ``env`` a rollback went away from, and that have not served it again since."""
+        marked: set[str] = set()
+        rows = self.db.execute(
+            "SELECT kind, release_id, previous_release_id FROM deployments WHERE env=? AND outcome='succeeded'"
+            " ORDER BY id", (env,),
+        )
+        for r in rows:
+            marked.discard(r["release_id"])
+            if r["kind"] == "rollback" and r["previous_release_id"] not in (None, r["release_id"]):
+                marked.add(r["previous_release_id"])
+        return marked
+
+    def rollback_target(self, env: str, current: str | None) -> str | None:
+        """Where ``rollback`` without ``--to`` goes: the newest release that served ``env``, is not
+        current, was not rolled back away from, and still exists. Each rollback so goes one further back.
+        """
+        marked = self.rolled_back_from(env)
+        for rid in self.env_releases(env):
+            if rid == current or rid in marked:
+                continue
+            row = self.release(rid)
+            if row is not None and Path(row["path"]).is_dir():
+                return rid
+        return None
 
     # backups ------------------------------------------------------------------------------------
     def add_backup(
