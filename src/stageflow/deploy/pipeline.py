@@ -374,13 +374,14 @@ class _Apply:
         state = store.env_state(ctx.name)
         old, old_release = placement_of(state.placement), state.current_release
         routed = rt.serving()
+        proxy = rt.describe("proxy", None)
         if routed is not None and (old_release is None or old is None or routed[0].slot != old.slot):
             r_place, r_release = routed
             watched = store.watched(ctx.name, r_release)
             if old_release and old and not watched and rt.alive(old) and self._answers(old):
                 how = rt.cut_over(old)
-                msg = (f"an interrupted deploy left nginx on {r_release} ({r_place.slot}) before its watch ended: "
-                       f"pointed nginx back at the recorded {old_release} ({old.slot}) and drained ({how}) "
+                msg = (f"an interrupted deploy left {proxy} on {r_release} ({r_place.slot}) before its watch ended: "
+                       f"pointed {proxy} back at the recorded {old_release} ({old.slot}) and drained ({how}) "
                        "before stopping anything")
                 j.note("repair", "warn", msg)
             else:
@@ -390,14 +391,14 @@ class _Apply:
                 previous = old_release if old_release and old_release != r_release else state.previous_release
                 store.set_env_state(ctx.name, r_release, previous, r_place.as_json(), False)
                 old, old_release = routed
-                msg = f"{why}: adopted {r_release} ({r_place.slot}), which nginx routes to"
+                msg = f"{why}: adopted {r_release} ({r_place.slot}), which {proxy} routes to"
                 j.note("adopt", "warn", msg)
             ws.audit(ctx.name, "recovered", msg)
         elif routed is None and old is not None and rt.zero_downtime and rt.alive(old):
             # The proxy routes where nothing lives (the new release died too): back to the record.
             repaired = rt.repair_routing(old)
             if repaired:
-                msg = f"nginx pointed at a dead upstream; {repaired} ({old_release})"
+                msg = f"{proxy} pointed at a dead upstream; {repaired} ({old_release})"
                 j.note("repair", "warn", msg)
                 ws.audit(ctx.name, "recovered", msg)
         # Only now, with the proxy on a release we keep: what no record of it vouches for is an orphan.
@@ -418,10 +419,9 @@ class _Apply:
 
     def _answers(self, placement: Placement) -> bool:
         """The web service of ``placement`` passes one health probe on its own address."""
-        from stageflow.deploy.health import http_probe
-
         health = self.ctx.config.web_service[1].health
-        return http_probe(self.rt.probe_url(placement), health.expect if health else 200, 2.0).ok
+        _, prober = self.rt.public_probe()
+        return prober(self.rt.probe_url(placement), health.expect if health else 200, 2.0).ok
 
     def run(self) -> DeployReport:
         """Recover, then apply every step of the plan; undo by the failing step's phase."""
@@ -533,9 +533,10 @@ class _Apply:
     def health(self, s: StepHandle) -> None:
         health = self.ctx.config.web_service[1].health
         assert health is not None
+        _, prober = self.rt.public_probe()  # the runtime's prober also speaks to its units directly
         gate = wait_healthy(
             self.rt.probe_url(self.new), expect=health.expect, timeout=health.timeout, interval=health.interval,
-            deadline=min(health.deadline, max(1.0, self.deadline.remaining)),
+            deadline=min(health.deadline, max(1.0, self.deadline.remaining)), probe=prober,
             fail_fast=lambda: self.rt.exited(self.new),
         )
         s.detail = f"{gate.reason} ({gate.attempts} attempt(s))"

@@ -120,7 +120,8 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
         release_id = serving[1] if serving else st.current_release
         # A deploy in progress runs two releases and moves traffic before it records: not a mismatch.
         busy = lock is not None and stale_reason(lock) is None
-        mismatch = None if busy or live is None else _mismatch(st, placement, serving, live.releases)
+        mismatch = None if busy or live is None or rt is None else _mismatch(
+            st, placement, serving, live.releases, rt.describe("proxy", None))
         release = ws.store.release(release_id) if release_id else None
         out.append(EnvStatus(
             name, release_id, release["commit_sha"] if release else None, healthy, reason,
@@ -136,12 +137,12 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
 
 
 def _mismatch(st: EnvState, recorded: Placement | None, serving: tuple[Placement, str] | None,
-              releases: tuple[str, ...]) -> str | None:
+              releases: tuple[str, ...], proxy: str) -> str | None:
     if not st.current_release:
         return None
     where = recorded.slot if recorded else "?"
     if serving and (serving[1] != st.current_release or serving[0].slot != where):
-        return (f"nginx routes to {serving[1]} ({serving[0].slot}) but the record says {st.current_release} "
+        return (f"{proxy} routes to {serving[1]} ({serving[0].slot}) but the record says {st.current_release} "
                 f"({where}): a deploy was interrupted; the next deploy or rollback repairs it first")
     if len(releases) > 1:
         return (f"{len(releases)} releases run ({', '.join(releases)}) where the record says "

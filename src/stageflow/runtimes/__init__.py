@@ -25,4 +25,5 @@ RUNTIMES: dict[str, type[LocalRuntime] | type[ComposeRuntime]] = {
 
 def runtime_for(ctx: EnvContext, runner: Runner, store: Store | None = None) -> Runtime:
     """The runtime of ``ctx``'s environment (``environments.<env>.runtime``)."""
-    return RUNTIMES[ctx.env.runtime](ctx, runner, store)
+    rt: Runtime = RUNTIMES[ctx.env.runtime](ctx, runner, store)
+    return rt

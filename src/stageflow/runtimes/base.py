@@ -146,7 +146,7 @@ class Runtime(Protocol):
         ...
 
     def public_probe(self) -> tuple[str, Prober]:
-        """The health URL users reach (through the proxy), and a prober that trusts what it serves."""
+        """The health URL users reach (through the proxy), and the prober for it and for :meth:`probe_url`."""
         ...
 
     def stop(self, placement: Placement, drain: float) -> int:

@@ -169,20 +169,11 @@ class ComposeRuntime:
         info = [d for d in self._inspect(names) if d.get("State", {}).get("Running")]
         if not info:
             return None
-        release = _release_of(self._image_tags(str(info[0].get("Image", ""))), self.ctx.config.project, self.web)
+        release = _release_label(info[0])
         if release is None:
             return None
         live = [str(d.get("Name", "")).lstrip("/") for d in info]
         return Placement(release, {"containers": live, "image": info[0].get("Image")}), release
-
-    def _image_tags(self, image_id: str) -> list[str]:
-        r = self._run(["docker", "image", "inspect", "-f", "{{json .RepoTags}}", image_id], "docker image inspect",
-                      check=False, timeout=60)
-        try:
-            tags = json.loads(r.stdout) if r.ok else []
-        except ValueError:
-            return []
-        return [str(t) for t in tags] if isinstance(tags, list) else []
 
     def routed(self, upstream: str | None) -> tuple[Placement, str] | None:
         """The containers the nginx upstream file names (the container's answer carries no address)."""
@@ -196,8 +187,11 @@ class ComposeRuntime:
         left = r.stdout.split() if r.ok else []
         if not left:
             return None
-        done = self._run(["docker", "wait", *left], "docker wait", check=False, timeout=wait)
-        if not done.ok:
+        try:
+            done = self._run(["docker", "wait", *left], "docker wait", check=False, timeout=wait).ok
+        except OperationError:  # timed out
+            done = False
+        if not done:
             self._run(["docker", "rm", "-f", *left], "docker rm", check=False, timeout=60)
             outcome = f"stopped it after waiting {wait:.0f}s"
         else:
@@ -222,6 +216,8 @@ class ComposeRuntime:
         if action == "stop":
             n = len(self._of(placement))
             return f"({n} container(s))" if n else ""
+        if action == "proxy":
+            return "nginx"
         if action == "no-proxy":
             return "dev profile, no proxy: downtime"
         return action
@@ -296,6 +292,7 @@ class ComposeRuntime:
                 if base:
                     argv += ["--build-arg", f"BASE_IMAGE={base}"]
                 self._run([*argv, str(context)], f"docker build of {name}", timeout=1800)
+                self._stamp(tag, release)
                 image = self._image_id(tag)
                 built_from[svc.build] = tag
                 how.append(f"{tag} built")
@@ -306,6 +303,18 @@ class ComposeRuntime:
             self.store.set_release_artifacts(release, {"images": done})
         web_image = done.get(self.web, "")
         return f"image {web_image.removeprefix('sha256:')[:12]} ({'; '.join(how)})" if how else "no images to build"
+
+    def _stamp(self, tag: str, release: str) -> None:
+        """One more layer naming the release: the app reports it (APP_VERSION) and status reads it back."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="stageflow-stamp-") as tmp:
+            dockerfile = Path(tmp) / "Dockerfile"
+            # Release ids are [0-9A-Za-z.-] only (see deploy.release.release_id): safe as Dockerfile words.
+            dockerfile.write_text(f"FROM {tag}\nENV APP_VERSION={release} STAGEFLOW_RELEASE={release}\n"
+                                  f"LABEL io.stageflow.release={release}\n")
+            self.runner.run(["docker", "build", "-q", "-t", tag, "-"], stdin_path=dockerfile, check=True,
+                            what="docker build (release stamp)", timeout=300)
 
     def _ensure_infra(self) -> None:
         """PostgreSQL and Redis up and healthy; running ones are left as they are (never recreated)."""
@@ -548,8 +557,7 @@ class ComposeRuntime:
             health = (state.get("Health") or {}).get("Status")
             count = int(d.get("RestartCount") or 0)
             image = str(d.get("Config", {}).get("Image", ""))
-            release = _release_of(self._image_tags(str(d.get("Image", ""))), self.ctx.config.project, service) \
-                if service in self._built_services() else None
+            release = _release_label(d)
             row = {"container": str(d.get("Name", "")).lstrip("/"), "state": state.get("Status"), "health": health,
                    "image": image, "image_id": d.get("Image"), "release": release,
                    "started_at": state.get("StartedAt"), "restarts": count}
@@ -611,12 +619,11 @@ class ComposeRuntime:
         return n
 
 
-def _release_of(tags: Sequence[str], project: str, service: str) -> str | None:
-    prefix = f"{project}/{service}:"
-    for tag in tags:
-        if tag.startswith(prefix):
-            return tag[len(prefix):]
-    return None
+def _release_label(container: dict[str, Any]) -> str | None:
+    """The release a container runs: the label its image was stamped with (containers inherit it)."""
+    labels = container.get("Config", {}).get("Labels") or {}
+    value = labels.get("io.stageflow.release")
+    return str(value) if value else None
 
 
 def _float(text: str) -> float | None:

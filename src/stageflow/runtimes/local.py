@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -642,16 +642,18 @@ http {{
             return f"point nginx upstream-{self.env}.conf at port {port}, nginx -t, reload"
         if action == "stop":
             return f"({slot})"
+        if action == "proxy":
+            return "nginx"
         if action == "no-proxy":
             return "no nginx: downtime"
         return action
 
     def preflight(self, new: Placement, active: Placement | None) -> Check:
         """nginx (else a downtime warning), a free port for the new color, TLS files for https."""
-        from stageflow.deploy.preflight import Check, check_runtime
+        from stageflow.deploy.preflight import Check
 
         url = self.ctx.env.url
-        check = check_runtime(self.nginx_binary, self._port(new), self.port_in_use,
+        check = _check_ports(self.nginx_binary, self._port(new), self.port_in_use,
                               self._port(active) if active else None)
         if check.status != "fail" and self.nginx_binary and not self.nginx_running() and self.port_in_use(
                 self.ctx.env.url_port):
@@ -813,6 +815,17 @@ http {{
         with socket.socket() as s:
             s.settimeout(0.5)
             return s.connect_ex((self.listen_host, port)) == 0
+
+
+def _check_ports(nginx: str | None, port: int, port_busy: Callable[[int], bool], active_port: int | None) -> Check:
+    """The proxy is available (else a warning: the deploy will have downtime) and the new port is free."""
+    from stageflow.deploy.preflight import Check
+
+    if port != active_port and port_busy(port):
+        return Check("runtime", "fail", f"port {port} is in use by another program; free it or set app_ports")
+    if nginx is None:
+        return Check("runtime", "warn", "nginx not found: stop-then-start deploy with downtime (apt-get install nginx)")
+    return Check("runtime", "pass", f"nginx at {nginx}; new release will listen on port {port}")
 
 
 def _abs(root: Path, name: str) -> Path:
