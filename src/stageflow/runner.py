@@ -169,3 +169,14 @@ class Runner:
                 os.kill(pid, sig)
             return True
         return False
+
+    def call(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+             inherit_env: bool = True, what: str | None = None) -> int:
+        """Run ``argv`` attached to this terminal (``exec``, ``logs -f``); return its exit code."""
+        if self.log:
+            self.log(f"$ {masker.mask(shlex.join(argv))}")
+        try:
+            return subprocess.call(list(argv), cwd=cwd, env=self.child_env(env, inherit_env))
+        except FileNotFoundError as exc:
+            raise OperationError(f"{what or argv[0]}: command not found: {argv[0]}",
+                                 hint="install it or put it on PATH") from exc

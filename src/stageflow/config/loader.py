@@ -246,7 +246,7 @@ class EnvContext:
     def require_clean_git(self) -> bool:
         """Dirty tree is fatal (production by default) or a warning."""
         flag = self.env.require_clean_git
-        return self.name == "production" if flag is None else flag
+        return self.config.is_production(self.name) if flag is None else flag
 
     @property
     def secret_values(self) -> list[str]:

@@ -31,6 +31,7 @@ from stageflow.workspace import Workspace
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
+    from stageflow.runner import Runner
 
 
 class StepFailed(OperationError):
@@ -43,7 +44,7 @@ class DeployOptions:
 
     dry_run: bool = False
     skip_checks: tuple[str, ...] = ()
-    kind: str = "deploy"  # deploy | promote | rollback
+    kind: str = "deploy"  # deploy | promote | rollback | restart (the serving release again, rolling)
 
 
 @dataclass
@@ -163,16 +164,28 @@ def backups_dir(ctx: EnvContext) -> Path:
     return (d if d.is_absolute() else ctx.root / d) / ctx.name
 
 
-def take_backup(ws: Workspace, ctx: EnvContext, dep_id: int | None) -> str:
+def database_access(ws: Workspace, ctx: EnvContext, rt: Runtime | None = None
+                    ) -> tuple[DatabaseTarget, Runner] | Literal["none"] | None:
+    """The env's database as its runtime reaches it: (target, runner); None when it does not run yet;
+    ``"none"`` for ``engine: none``."""
+    target = backup_target(ctx)
+    if target is None:
+        return "none"
+    return (rt or runtime_for(ctx, ws.runner, ws.store)).database(target)
+
+
+def take_backup(ws: Workspace, ctx: EnvContext, dep_id: int | None, rt: Runtime | None = None) -> str:
     """Back up the env's database, record it, apply retention; return a one-line detail."""
     from datetime import UTC, datetime
 
     from stageflow.deploy.backup import create_backup, database_exists, prune_backups
 
-    target = backup_target(ctx)
-    if target is None:
+    access = database_access(ws, ctx, rt)
+    if access == "none":
         return "skipped: database engine is none"
-    runner = ws.runner
+    if access is None:
+        return "skipped: the database does not run yet (the deploy starts it)"
+    target, runner = access
     if not database_exists(target, runner):
         return f"skipped: no database yet ({target.describe()})"
     dest = backups_dir(ctx)
@@ -196,7 +209,7 @@ def _db_size(ctx: EnvContext) -> int:
     return 0
 
 
-def check_database(ws: Workspace, ctx: EnvContext) -> pf.Check:
+def check_database(ws: Workspace, ctx: EnvContext, rt: Runtime | None = None) -> pf.Check:
     """The database is reachable (PostgreSQL: a real query; SQLite: its directory is usable)."""
     db = ctx.database
     if db.engine == "none":
@@ -212,9 +225,12 @@ def check_database(ws: Workspace, ctx: EnvContext) -> pf.Check:
         return pf.Check("database", "pass", f"SQLite at {p}" + ("" if p.exists() else " (created by the release)"))
     from stageflow.commands.postgres import pg_env, psql_command
 
-    target = backup_target(ctx)
-    assert target is not None  # engine is postgres here
-    r = ws.runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
+    access = database_access(ws, ctx, rt)
+    if access is None:
+        return pf.Check("database", "pass", "PostgreSQL does not run yet: the deploy starts it")
+    assert access != "none"  # engine is postgres here
+    target, runner = access
+    r = runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
     if not r.ok:
         return pf.Check("database", "fail", f"{target.describe()} unreachable: {r.brief(200)}")
     return pf.Check("database", "pass", f"{target.describe()} reachable")
@@ -240,7 +256,7 @@ def run_preflight(ws: Workspace, ctx: EnvContext, rt: Runtime, facts: GitFacts |
         elif name == "disk":
             checks.append(pf.check_disk(backups_dir(ctx), ctx.config.backups.min_free_mb, _db_size(ctx)))
         elif name == "database":
-            checks.append(check_database(ws, ctx))
+            checks.append(check_database(ws, ctx, rt))
     return checks
 
 
@@ -255,7 +271,7 @@ def plan(ctx: EnvContext, rt: Runtime, current: str | None, placement: Placement
     new = rt.next_placement(placement)
     target = release or ("the release before the current one" if kind == "rollback" else "a new release of HEAD")
     steps: list[Step] = []
-    if kind != "rollback":
+    if kind not in ("rollback", "restart"):
         steps += [
             Step("preflight", ", ".join(pf.CHECK_NAMES), "prepare"),
             Step("backup", f"the {ctx.database.engine} database into {backups_dir(ctx)}", "prepare"),
@@ -497,7 +513,7 @@ class _Apply:
             s.outcome = "warn"
 
     def backup(self, s: StepHandle) -> None:
-        s.detail = take_backup(self.ws, self.ctx, self.dep_id)
+        s.detail = take_backup(self.ws, self.ctx, self.dep_id, self.rt)
         if s.detail.startswith("skipped"):
             s.outcome = "skipped"
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
+    from stageflow.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,11 @@ class Runtime(Protocol):
     def logs_command(self, placement: Placement, service: str | None, follow: bool, since: str | None,
                      lines: int) -> list[str]:
         """The argv that prints (``follow``: streams) the logs of ``placement``."""
+        ...
+
+    def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
+        """How the database tools reach ``target`` (backups, restores, pre-flight): the target as seen
+        from where they run, and the runner that runs them there. None: the database does not run yet."""
         ...
 
     def down(self) -> int:

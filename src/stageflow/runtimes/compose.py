@@ -23,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from stageflow.runner import Result, Runner
 from stageflow.runtimes.base import Placement, Resource, RuntimeStatus
 
 if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
     from stageflow.state.store import Store
@@ -267,6 +268,7 @@ class ComposeRuntime:
         from stageflow.generate.compose import image_overrides, write_compose
 
         write_compose(self.ctx.config, self.env, root=self.ctx.root)
+        self._write_runtime_env()
         if self.zero_downtime and not (self.nginx_dir / f"upstream-{self.env}.conf").exists():
             from stageflow.generate.nginx import default_upstream_servers, site_options, write_site
 
@@ -323,8 +325,32 @@ class ComposeRuntime:
             self._run(self.compose("up", "-d", "--wait", "--no-recreate", *infra), "start db/redis", timeout=300)
 
     def _app_env(self) -> dict[str, str]:
-        # The docker CLI forwards `-e KEY` from its own environment: values never sit in argv.
-        return dict(self.ctx.app_vars)
+        """The app's variables as the containers see them: the stack's own hosts for the database and cache."""
+        import dataclasses
+
+        from stageflow.config.loader import database_url
+
+        ctx = self.ctx
+        out = dict(ctx.app_vars)
+        services = self._doc()["services"]
+        if "DATABASE_URL" not in ctx.file_vars and "db" in services:
+            url = database_url(dataclasses.replace(ctx.database, host="db", port=5432), ctx.root)
+            if url:
+                out["DATABASE_URL"] = url
+        if "REDIS_URL" not in ctx.file_vars and "redis" in services and not (ctx.config.cache and ctx.config.cache.url):
+            out["REDIS_URL"] = "redis://redis:6379/0"
+        return out
+
+    def _write_runtime_env(self) -> None:
+        """What the env file does not say (computed URLs, ``variables:``) for the app containers, 0600."""
+        from stageflow.config.envfile import format_env
+        from stageflow.fsutil import make_dirs, write_file
+        from stageflow.generate.compose import RUNTIME_ENV_FILE
+
+        extra = {k: v for k, v in self._app_env().items() if self.ctx.file_vars.get(k) != v}
+        path = self.ctx.root / RUNTIME_ENV_FILE.format(env=self.env)
+        make_dirs(path.parent, root=self.ctx.root)
+        write_file(path, format_env(extra), root=self.ctx.root, mode=0o600)
 
     def release_command(self, release: str, release_dir: Path, timeout: float) -> str | None:
         """Migrations in a one-off container of the new image, on the env's internal network."""
@@ -607,6 +633,16 @@ class ComposeRuntime:
             argv += ["--since", since]
         return [*argv, *([service] if service else [])]
 
+    def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
+        """PostgreSQL's own tools inside the ``db`` container, on its loopback (the password via ``-e``)."""
+        import dataclasses
+
+        if target.engine != "postgres" or "db" not in self._doc()["services"]:
+            return target, self.runner
+        if not self._containers("db", running_only=True):
+            return None
+        return dataclasses.replace(target, host="127.0.0.1", port=5432), _ExecRunner(self, "db")
+
     def down(self) -> int:
         """``docker compose down`` (volumes kept: the database survives)."""
         n = len(self._containers(running_only=True))
@@ -650,3 +686,32 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+class _ExecRunner(Runner):
+    """Runs client tools (pg_dump, psql, pg_restore…) inside a service container of the stack.
+
+    Variables the caller passes (``PGPASSWORD``) become ``-e NAME`` of ``docker compose exec``: their
+    values travel in the docker CLI's environment, never in an argv. A file argument a tool would
+    read (``psql -f FILE``, ``pg_restore FILE``) is streamed through standard input instead, and
+    output (a dump) streams back to the host.
+    """
+
+    def __init__(self, rt: ComposeRuntime, service: str) -> None:
+        super().__init__(env=rt.runner.env, log=rt.runner.log, default_timeout=rt.runner.default_timeout)
+        self.rt, self.service = rt, service
+
+    def run(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+            inherit_env: bool = True, timeout: float | None = None, stdin_path: Path | None = None,
+            stdout_path: Path | None = None, check: bool = False, what: str | None = None) -> Result:
+        """``docker compose exec -T [-e NAME…] SERVICE ARGV`` with host files on standard input."""
+        inner = list(argv)
+        if stdin_path is None and "-f" in inner[:-1] and inner[0] == "psql":
+            i = inner.index("-f")
+            stdin_path, inner[i + 1] = Path(inner[i + 1]), "-"
+        elif stdin_path is None and inner and inner[0] == "pg_restore" and Path(inner[-1]).is_file():
+            stdin_path = Path(inner.pop())
+        names = [a for k in sorted(env or {}) for a in ("-e", k)]
+        full = self.rt.compose("exec", "-T", *names, self.service, *inner)
+        return super().run(full, cwd=self.rt.ctx.root, env=env, inherit_env=inherit_env, timeout=timeout,
+                           stdin_path=stdin_path, stdout_path=stdout_path, check=check, what=what or inner[0])

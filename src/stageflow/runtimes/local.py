@@ -39,6 +39,7 @@ from stageflow.runner import Runner
 from stageflow.runtimes.base import Placement, Resource, RuntimeStatus
 
 if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
     from stageflow.state.store import Store
@@ -799,6 +800,10 @@ http {{
         if not files:
             raise OperationError(f"no logs of {service or 'any service'} in {self.env} ({placement.slot})")
         return ["tail", "-n", str(lines), *(["-F"] if follow else []), *files]
+
+    def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
+        """The database as configured, with the host's own client tools."""
+        return target, self.runner
 
     def down(self) -> int:
         """Both colors, any orphan, then nginx."""
