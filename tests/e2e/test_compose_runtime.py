@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "practika"
 ENVS = ("staging", "production")
+PROJECT = f"pk{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -57,7 +59,7 @@ class Stack:
         rows: list[dict[str, Any]] = json.loads(self.sf("history", env, "--json", "--limit", "1").stdout)
         return rows[0]
 
-    def get(self, env: str, path: str = "/") -> httpx.Response:
+    def get(self, env: str, path: str = "/health/") -> httpx.Response:
         return httpx.get(f"http://127.0.0.1:{self.ports[env]}{path}", timeout=10)
 
     def commit(self, message: str) -> None:
@@ -71,7 +73,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_images: DockerImages)
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "data"))
     ports = {env: free_port() for env in ENVS}
     data: dict[str, Any] = yaml.safe_load((root / "stageflow.yml").read_text())
-    data["database"] = {"engine": "postgres", "name": "practica_{env}", "user": "practica"}
+    # A project name of its own: the engine is shared by every test run on this machine.
+    data["project"] = PROJECT
+    data["database"] = {"engine": "postgres", "name": "practica_{env}", "user": "practica",
+                        "password": "${POSTGRES_PASSWORD}"}
     data["cache"] = {"engine": "redis"}
     data["services"]["backend"]["health"]["deadline"] = "90s"
     data["environments"] = {
@@ -99,10 +104,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_images: DockerImages)
     yield s
     for env in ENVS:
         s.sf("down", env, check=False)
-        project = f"practika-{env}"
+        project = f"{PROJECT}-{env}"
         docker("compose", "-p", project, "down", "-v", "--remove-orphans", "-t", "1", timeout=180)
     docker("image", "rm", "-f", *[line for line in docker("images", "--format", "{{.Repository}}:{{.Tag}}")
-                                   .stdout.split() if line.startswith(("practika/", "practika-"))], timeout=120)
+                                   .stdout.split() if line.startswith((f"{PROJECT}/", f"{PROJECT}-"))], timeout=120)
 
 
 def _image_ids(row: dict[str, Any]) -> set[str]:
@@ -156,7 +161,7 @@ def test_unhealthy_release_is_rolled_back_without_failed_requests(stack: Stack) 
     dep = stack.last_deployment("production")
     names = [s["name"] for s in dep["steps"]]
     assert dep["outcome"] == "failed" and "rollback" in names
-    leftover = docker("ps", "-a", "--filter", "label=com.docker.compose.project=practika-production",
+    leftover = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}-production",
                       "--filter", "label=com.docker.compose.service=backend", "--format", "{{.Names}}")
     assert len(leftover.stdout.split()) == 1, leftover.stdout  # the failed release's container is gone
     health.write_text(health.read_text().replace("\nHEALTHY = False\n", "\nHEALTHY = True\n", 1))
@@ -185,7 +190,7 @@ def test_kill_9_mid_deploy_next_deploy_recovers_without_stray_containers(stack: 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # kill it once its new container exists
-        names = docker("ps", "-a", "--filter", "label=com.docker.compose.project=practika-production",
+        names = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}-production",
                        "--filter", "label=com.docker.compose.service=backend", "--format", "{{.Names}}").stdout.split()
         if len(names) > 1 or proc.poll() is not None:
             break
@@ -197,6 +202,6 @@ def test_kill_9_mid_deploy_next_deploy_recovers_without_stray_containers(stack: 
     assert load.failures == [], load.failures[:5]
     st = stack.status()["production"]
     assert st["healthy"] and st["mismatch"] is None
-    names = docker("ps", "-a", "--filter", "label=com.docker.compose.project=practika-production",
+    names = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}-production",
                    "--filter", "label=com.docker.compose.service=backend", "--format", "{{.Names}}").stdout.split()
     assert len(names) == 1, names
