@@ -3,7 +3,8 @@
 Register with ``pytest_plugins = ["tests.support.postgres"]``. The session-scoped
 ``postgres_server`` fixture runs ``initdb`` into a temp directory, listens on 127.0.0.1 only,
 on a free port, with scram-sha-256 auth and a generated superuser password, and stops the
-cluster at the end of the session.
+cluster at the end of the session. A test may stop and start it (``with server.outage():``) to
+play a database outage; it runs again when the block ends.
 
 PostgreSQL refuses to run as root, so as root the server tools run via
 ``runuser -u postgres --`` (or a system user ``stageflowpg`` created on demand).
@@ -12,6 +13,7 @@ Missing binaries fail the session under ``CI`` and skip it elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -97,7 +99,30 @@ class PostgresServer:
     data_dir: Path
     log_file: Path
     os_user: str | None = None
+    options: str = ""
     _roles: set[str] = field(default_factory=set, repr=False)
+
+    def stop(self) -> None:
+        """Stop the cluster (fast shutdown: sessions are cut), to play a database outage."""
+        done = _run_server_tool([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                                self.os_user, self.data_dir.parent)
+        assert done.returncode == 0, done.stderr
+
+    def start(self) -> None:
+        """Start it again on the same port, with the same password, and wait until it accepts connections."""
+        done = _run_server_tool([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                                 "-w", "-t", str(START_TIMEOUT), "-o", self.options, "start"],
+                                self.os_user, self.data_dir.parent)
+        assert done.returncode == 0, f"{done.stderr}\n{_log_tail(self.log_file)}"
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """Stopped inside the block, running again after it, whatever the block does."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
     def dsn(self, db: str = "postgres", *, user: str | None = None, password: str | None = None) -> str:
         """A ``postgresql://`` URL for ``db`` (superuser unless ``user``/``password`` given)."""
@@ -239,6 +264,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         data_dir=data_dir,
         log_file=log_file,
         os_user=os_user,
+        options=options,
     )
     try:
         yield server

@@ -430,8 +430,19 @@ def test_django_check_uses_the_apps_venv_python(app: Path) -> None:
 
 
 def test_unset_variable_in_stageflow_yml_is_an_item(app: Path) -> None:
+    (app / "stageflow.yml").write_text(PROJECT.replace('"gunicorn practika.wsgi"', '"${APP_CMD}"'))
+    report = validate(app, "dev")
+    assert error_keys(report) == ["APP_CMD"]
+    assert report.errors[0].fix == "set it in the shell or in .env.dev"
+    assert validate(app, "dev", environ={"APP_CMD": "gunicorn practika.wsgi"}).ok
+
+
+def test_unset_notifier_variable_is_a_warning_not_an_error(app: Path) -> None:
+    # A Slack webhook nobody set disables Slack; it must never block a deploy or `status`.
     (app / "stageflow.yml").write_text(PROJECT + 'alerts: {slack: {webhook: "${SLACK_WEBHOOK}"}}\n')
     report = validate(app, "dev")
-    assert error_keys(report) == ["SLACK_WEBHOOK"]
-    assert report.errors[0].fix == "set it in the shell or in .env.dev"
-    assert validate(app, "dev", environ={"SLACK_WEBHOOK": "https://hooks.example.com/x"}).ok
+    assert report.ok
+    assert [(w.key, w.message) for w in report.warnings if w.key.startswith("alerts")] == [
+        ("alerts.slack.webhook", "${SLACK_WEBHOOK} is not set: slack notifications are disabled")]
+    enabled = validate(app, "dev", environ={"SLACK_WEBHOOK": "https://hooks.example.com/x"})
+    assert enabled.ok and not [w for w in enabled.warnings if w.key.startswith("alerts")]

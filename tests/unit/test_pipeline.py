@@ -20,8 +20,9 @@ from stageflow.deploy.health import Probe, Prober
 from stageflow.deploy.pipeline import DeployOptions, StepFailed, deploy_env, placement_of
 from stageflow.deploy.preflight import Check
 from stageflow.errors import OperationError
+from stageflow.monitor.resources import ServiceStats
 from stageflow.runtimes import RUNTIMES
-from stageflow.runtimes.base import Placement, Resource, Runtime, RuntimeStatus
+from stageflow.runtimes.base import Placement, Runtime, RuntimeStatus
 from stageflow.runtimes.compose import ComposeRuntime
 from stageflow.runtimes.local import LocalRuntime
 from stageflow.workspace import Workspace
@@ -128,8 +129,8 @@ class FakeRuntime:
     def status(self, placement: Placement | None) -> RuntimeStatus:
         return RuntimeStatus(len(self.running), releases=tuple(sorted(set(self.running.values()))))
 
-    def resources(self, placement: Placement) -> list[Resource]:
-        return [Resource(slot, 0.0, 0) for slot in self.running]
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        return [ServiceStats(slot, 1, 0.0, 0, 0.0) for slot in self.running]
 
     def exec_command(self, placement: Placement, release: str, release_dir: Path, service: str,
                      argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:

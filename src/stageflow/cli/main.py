@@ -58,6 +58,10 @@ from stageflow.cli.config_cmd import config_app  # noqa: E402
 
 app.add_typer(config_app, name="config")
 
+from stageflow.cli.monitor_cmd import monitor_app  # noqa: E402
+
+app.add_typer(monitor_app, name="monitor")
+
 from stageflow.cli.pipeline_cmd import register as register_pipeline  # noqa: E402
 
 register_pipeline(app)
@@ -336,6 +340,45 @@ def restart_cmd(env: str, service: Annotated[Optional[str], typer.Argument()] = 
         console().print(f"restarted {r.env} ({r.release})", markup=False)
     finally:
         ws.close()
+
+
+@app.command("doctor")
+def doctor_cmd(root: RootOpt = None, as_json: JsonOpt = False) -> None:
+    """What this machine has of the programs stageflow runs, what the app needs, how to install the rest.
+
+    Exits 1 when something the app needs (outside an app: git, Python's venv) is missing.
+    """
+    from stageflow import __version__, doctor
+    from stageflow.config.loader import find_root, load_project
+    from stageflow.errors import ConfigError, OperationError
+    from stageflow.runner import Runner
+    from stageflow.state.store import dumps
+
+    config = None
+    where = "no stageflow.yml here or above: every program stageflow can use is listed"
+    try:
+        app_root = find_root(root)
+    except ConfigError:
+        if root is not None:
+            raise
+    else:
+        config = load_project(app_root)
+        where = f"app {config.project} in {app_root}"
+    lines = doctor.report(config, Runner())
+    if as_json:
+        sys.stdout.write(dumps(doctor.as_dict(lines)) + "\n")
+    else:
+        table = [("PROGRAM", "STATUS", "VERSION", "NEED", "FOR")]
+        table += [(ln.tool.name, ln.found.verdict, ln.found.version or "-", ln.need, ln.why or ln.tool.purpose)
+                  for ln in lines]
+        todo = [f"  {ln.tool.name}: {ln.found.detail}; install: {ln.tool.debian}\n"
+                for ln in lines if ln.found.verdict != "ok" and ln.need != "unused"]
+        sys.stdout.write(f"stageflow {__version__} on Python {sys.version.split()[0]}; {where}\n\n"
+                         + columns(table) + ("\nto do:\n" + "".join(todo) if todo else ""))
+    problems = [ln.tool.name for ln in lines if ln.problem]
+    if problems:
+        raise OperationError(f"missing what this app needs: {', '.join(problems)}",
+                             hint="install them with the lines above, then run 'stageflow doctor' again")
 
 
 @lock_app.command("status")

@@ -75,8 +75,12 @@ def decode(tp: Any, value: Any) -> Any:
         if value is None:
             return None
         for arg in get_args(tp):
+            if dataclasses.is_dataclass(arg) and not isinstance(value, dict):
+                continue  # e.g. a threshold given as a plain number instead of {warning, critical}
             if arg is not type(None) and (dataclasses.is_dataclass(arg) or get_origin(arg) is not None):
                 return decode(arg, value)
+        if float in get_args(tp) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
         return value
     if origin is list:
         (item,) = get_args(tp)

@@ -77,6 +77,8 @@ def _keypath(loc: tuple[int | str, ...]) -> str:
 
 _adapter: TypeAdapter[ProjectConfig] | None = None
 _UNKNOWN = {"extra_forbidden", "unexpected_keyword_argument"}
+# Location parts that are pydantic's own (validator wrappers, union members), not keys of the file.
+_NOT_KEYS = {"function-after", "function-before", "float", "Level"}
 _MISSING = {"missing", "missing_keyword_only_argument", "missing_argument"}
 
 
@@ -90,7 +92,7 @@ def _validate(path: Path, data: dict[str, Any]) -> ProjectConfig:
         return _adapter.validate_python(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if p not in ("function-after", "function-before"))
+        loc = tuple(p for p in err["loc"] if p not in _NOT_KEYS)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] in _UNKNOWN:
             msg = "unknown key (check the spelling; see the README for the schema)"
@@ -100,15 +102,19 @@ def _validate(path: Path, data: dict[str, Any]) -> ProjectConfig:
         raise ConfigError(f"{path}: {_keypath(loc)}: {msg}{more}") from None
 
 
-def _substitute(text: str, variables: Mapping[str, str], where: str, missing: list[tuple[str, str]]) -> str:
+def _substitute(text: str, variables: Mapping[str, str], where: str, missing: list[tuple[str, str]] | None) -> str:
+    """Fill ``${VAR}``; a missing one is recorded, or with ``missing=None`` left in place as written."""
+
     def sub(m: re.Match[str]) -> str:
         if m.group(0) == "$$":
-            return "$"
+            return "$" if missing is not None else "$$"
         name, default = m.group(1), m.group(2)
         if name in variables and variables[name] != "":
             return variables[name]
         if default is not None:
             return default
+        if missing is None:
+            return m.group(0)
         missing.append((where, name))
         return ""
 
@@ -128,13 +134,18 @@ def _checks_to_rerun(cls: type) -> dict[str, list[Check]]:
     return found
 
 
+#: Sections whose unset variables are no error: a notifier without its webhook is disabled (with a
+#: warning, by :mod:`stageflow.alerts.notifiers`), and must never stop a deploy or ``status``.
+_OPTIONAL_SECTIONS = frozenset({"alerts"})
+
+
 class _Interpolation:
     """Substitutes ``${VAR}`` in every string of a validated config tree, collecting what is missing."""
 
-    def __init__(self, path: Path, variables: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, variables: Mapping[str, str], *, lenient: bool = False) -> None:
         self.path = path
         self.variables = variables
-        self.missing: list[tuple[str, str]] = []
+        self.missing: list[tuple[str, str]] | None = None if lenient else []
 
     def value(self, value: Any, where: str) -> Any:
         if isinstance(value, str):
@@ -159,6 +170,8 @@ class _Interpolation:
                 # Only this environment's section: the others may use variables it does not define.
                 env = only[f.name]
                 new = {**old, env: self.section(old[env], f"{key}.{env}")}
+            elif not where and f.name in _OPTIONAL_SECTIONS:
+                new = _Interpolation(self.path, self.variables, lenient=True).value(old, key)
             else:
                 new = self.value(old, key)
             if new is old:

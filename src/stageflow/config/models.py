@@ -242,45 +242,188 @@ class Releases(Strict):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Thresholds(Strict):
-    """Monitoring thresholds (percent, milliseconds)."""
+class Level(Strict):
+    """A rule's two levels: ``{warning: 70, critical: 90}``; either may be left out."""
 
-    cpu: Percent = 80.0
-    memory: Percent = 85.0
-    disk: Percent = 90.0
-    response_time_ms: Annotated[float, Bounds(gt=0)] = 2000.0
-    error_rate: Percent = 5.0
+    warning: float | None = None
+    critical: float | None = None
+
+
+#: A threshold: a number (the warning level; critical follows the rule's default) or both levels.
+Threshold = float | Level
+
+
+def _percent_level(v: Threshold) -> Threshold:
+    for level in (v.warning, v.critical) if isinstance(v, Level) else (v,):
+        if level is not None and not 0 <= level <= 100:
+            raise ValueError("must be a percentage between 0 and 100")
+    return v
+
+
+def _positive_level(v: Threshold) -> Threshold:
+    for level in (v.warning, v.critical) if isinstance(v, Level) else (v,):
+        if level is not None and level < 0:
+            raise ValueError("must be a positive number")
+    return v
+
+
+PercentLevel = Annotated[Threshold, Check(_percent_level)]
+PositiveLevel = Annotated[Threshold, Check(_positive_level)]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Thresholds(Strict):
+    """Monitoring thresholds (percent, milliseconds, counts per interval, days)."""
+
+    cpu: PercentLevel = 80.0
+    memory: PercentLevel = 85.0
+    disk: PercentLevel = 90.0
+    response_time_ms: PositiveLevel = 2000.0
+    error_rate: PercentLevel = 5.0
+    log_errors: PositiveLevel = 10.0
+    db_connections: PercentLevel = 80.0
+    redis_memory: PercentLevel = 90.0
+    long_transaction_s: PositiveLevel = 300.0
+    tls_days: PositiveLevel = field(default_factory=lambda: Level(warning=14.0, critical=3.0))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class ThresholdOverrides(Strict):
+    """Per-environment thresholds: only the keys given replace the project's."""
+
+    cpu: PercentLevel | None = None
+    memory: PercentLevel | None = None
+    disk: PercentLevel | None = None
+    response_time_ms: PositiveLevel | None = None
+    error_rate: PercentLevel | None = None
+    log_errors: PositiveLevel | None = None
+    db_connections: PercentLevel | None = None
+    redis_memory: PercentLevel | None = None
+    long_transaction_s: PositiveLevel | None = None
+    tls_days: PositiveLevel | None = None
+
+
+def _json_field(v: dict[str, Any]) -> dict[str, Any]:
+    for key in v:
+        if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key):
+            raise ValueError(f"{key!r} must be a dotted field path like status or checks.database")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Endpoint(Strict):
+    """An extra HTTP endpoint to watch (besides every service's health URL and the public URL)."""
+
+    url: Annotated[str, Check(_env_url)]
+    name: str | None = None
+    expect: Annotated[int, Bounds(ge=100, le=599)] = 200
+    json: Annotated[dict[str, Any], Check(_json_field)] = field(default_factory=dict)
+    timeout: Duration | None = None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class EnvMonitoring(Strict):
+    """``monitoring.environments.<env>``: what differs for one environment."""
+
+    thresholds: ThresholdOverrides = field(default_factory=ThresholdOverrides)
+    endpoints: list[Endpoint] = field(default_factory=list)
+    fire_after: Duration | None = None
+    resolve_after: Duration | None = None
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Monitoring(Strict):
-    """Monitoring settings."""
+    """Monitoring settings: checks every ``interval``, each bounded by ``timeout``.
+
+    An alert fires once its condition held ``consecutive`` checks in a row *and* for ``fire_after``;
+    it resolves the same way with ``resolve_after``; so a flapping check sends nothing.
+    """
 
     interval: Duration = 60.0
+    timeout: Duration = 10.0
+    fire_after: Duration = 0.0
+    resolve_after: Duration = 0.0
+    consecutive: Annotated[int, Bounds(ge=1, le=100)] = 2
+    reminder: Duration = 14400.0
+    min_requests: Annotated[int, Bounds(ge=0)] = 20
+    retention: Duration = 2592000.0
+    raw_retention: Duration = 172800.0
+    health_json: Annotated[dict[str, Any], Check(_json_field)] = field(default_factory=dict)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    endpoints: list[Endpoint] = field(default_factory=list)
+    environments: dict[str, EnvMonitoring] = field(default_factory=dict)
+
+
+AlertSeverity = Literal["info", "warning", "critical"]
+DeployEvent = Literal["deployed", "failed", "rolled_back", "promoted"]
+DEPLOY_EVENTS: tuple[str, ...] = ("deployed", "failed", "rolled_back", "promoted")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class SlackAlerts(Strict):
-    """Slack incoming-webhook target."""
+class Route(Strict):
+    """Which messages one notifier takes: environments (empty: all), lowest severity, deploy events."""
 
-    webhook: str
+    environments: list[str] = field(default_factory=list)
+    min_severity: AlertSeverity = "info"
+    events: list[DeployEvent] = field(default_factory=lambda: ["deployed", "failed", "rolled_back", "promoted"])
+    deploy_environments: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class SlackAlerts(Route):
+    """Slack incoming-webhook target (``SLACK_WEBHOOK`` in the shell when ``webhook`` is left out)."""
+
+    webhook: str = "${SLACK_WEBHOOK}"
     channel: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class WebhookAlerts(Strict):
+class WebhookAlerts(Route):
     """Generic JSON webhook target."""
 
     url: str
+    name: str | None = None
+
+
+def _daily(v: str | None) -> str | None:
+    if v is not None and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d", v):
+        raise ValueError("must be a UTC time range like 02:00-03:30")
+    return v
+
+
+def _timestamp(v: str | None) -> str | None:
+    if v is not None:
+        from datetime import datetime
+
+        try:
+            datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError("must be an ISO-8601 time like 2026-12-01T02:00:00+00:00") from None
+    return v
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Silence(Strict):
+    """A silence or maintenance window: matching alerts are recorded but not sent."""
+
+    env: str = "*"
+    check: str = "*"
+    start: Annotated[str | None, Check(_timestamp)] = None
+    end: Annotated[str | None, Check(_timestamp)] = None
+    daily: Annotated[str | None, Check(_daily)] = None
+    comment: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Alerts(Strict):
-    """Where alerts go."""
+    """Where alerts go. A notifier whose ``${VAR}`` is unset is disabled with one warning, never an error."""
 
     slack: SlackAlerts | None = None
     webhooks: list[WebhookAlerts] = field(default_factory=list)
+    silences: list[Silence] = field(default_factory=list)
+    digest: Annotated[int, Bounds(ge=2, le=1000)] = 5
+    min_gap: Duration = 1.0
+    timeout: Duration = 5.0
 
 
 Severity = Literal["critical", "high", "medium", "low"]

@@ -362,6 +362,21 @@ def _load_context(report: ValidationReport, root: Path, env: str, environ: Mappi
         return None
 
 
+def _notifier_checks(report: ValidationReport, ctx: EnvContext) -> None:
+    """A notifier whose variable is unset is disabled: a warning, never an error (it must not block deploys)."""
+    from stageflow.alerts.notifiers import build_notifiers
+
+    disabled: list[str] = []
+    try:
+        build_notifiers(ctx.config.alerts, disabled.append)
+    except ConfigError as exc:
+        report.error(exc.message.split(":")[0], exc.message, exc.hint or "fix it in stageflow.yml")
+        return
+    for message in disabled:
+        key, _, what = message.partition(": ")
+        report.warning(key, what, f"set the variable in the shell or in {ctx.env_file.name} to enable it")
+
+
 def _django_checks(report: ValidationReport, root: Path, ctx: EnvContext, runner: Runner | None) -> None:
     from stageflow.configmgr.django_check import failure_line, run_deploy_check
 
@@ -472,6 +487,8 @@ def validate_environment(
         report.add(f.level, f.key, f.message, f.fix)
 
     ctx = _load_context(report, root, name, environ)
+    if ctx is not None:
+        _notifier_checks(report, ctx)
     if ctx is not None and prod and run_django_check and (root / "manage.py").is_file():
         _django_checks(report, root, ctx, runner)
     return report

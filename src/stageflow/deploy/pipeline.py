@@ -353,6 +353,11 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
         raise
     finally:
         lock.release()
+        if dep_id:
+            # deployed / promoted / rolled back / failed, to the notifiers (queued; never fails the deploy)
+            from stageflow.alerts.deploys import notify_deploy
+
+            notify_deploy(ws, ctx, dep_id)
 
 
 class _Apply:

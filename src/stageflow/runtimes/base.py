@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
+    from stageflow.monitor.resources import ServiceStats
     from stageflow.runner import Runner
 
 
@@ -57,15 +58,6 @@ class RuntimeStatus:
     releases: tuple[str, ...] = ()
     #: Per service (containers: health, image, uptime); free-form for ``status --json``.
     services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One unit's resource use (for monitoring): a process or a container."""
-
-    unit: str
-    cpu_percent: float | None
-    memory_bytes: int | None
 
 
 class Runtime(Protocol):
@@ -160,8 +152,8 @@ class Runtime(Protocol):
         """Live units of the env, and what the supervisors of ``placement`` recorded."""
         ...
 
-    def resources(self, placement: Placement) -> list[Resource]:
-        """CPU and memory of each live unit (monitoring)."""
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        """CPU and memory of each live service over ``window`` seconds (the monitor's resource source)."""
         ...
 
     def exec_command(self, placement: Placement, release: str, release_dir: Path, service: str,

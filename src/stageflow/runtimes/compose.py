@@ -31,12 +31,13 @@ from urllib.parse import urlsplit
 from stageflow.config.loader import EnvContext
 from stageflow.errors import OperationError
 from stageflow.runner import Result, Runner
-from stageflow.runtimes.base import Placement, Resource, RuntimeStatus
+from stageflow.runtimes.base import Placement, RuntimeStatus
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
+    from stageflow.monitor.resources import ServiceStats
     from stageflow.state.store import Store
 
 NEW = "new"
@@ -599,23 +600,34 @@ class ComposeRuntime:
                 notes.append(f"{row['container']} restarted {count}×")
         return RuntimeStatus(units, restarts, tuple(notes), tuple(sorted(releases)), services)
 
-    def resources(self, placement: Placement) -> list[Resource]:
-        """``docker stats --no-stream`` of every running container of the project."""
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        """``docker stats --no-stream`` of the project's running containers, summed per service."""
+        from stageflow.monitor.resources import ServiceStats
+
+        del window  # docker stats samples over its own interval
         names = self._containers(running_only=True)
         if not names:
             return []
+        service_of = {str(d.get("Name", "")).lstrip("/"): str((d.get("Config", {}).get("Labels") or {}).get(
+            "com.docker.compose.service", "?")) for d in self._inspect(names)}
         r = self._run(["docker", "stats", "--no-stream", "--format", "{{json .}}", *names], "docker stats",
                       check=False, timeout=60)
-        out = []
+        acc: dict[str, list[float]] = {}
         for line in r.stdout.splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue
-            cpu = _float(str(row.get("CPUPerc", "")).rstrip("%"))
-            mem = _bytes(str(row.get("MemUsage", "")).split("/")[0].strip())
-            out.append(Resource(str(row.get("Name", "?")), cpu, mem))
-        return out
+            service = service_of.get(str(row.get("Name", "")), "?")
+            cpu = _float(str(row.get("CPUPerc", "")).rstrip("%")) or 0.0
+            mem = _bytes(str(row.get("MemUsage", "")).split("/")[0].strip()) or 0
+            mem_pct = _float(str(row.get("MemPerc", "")).rstrip("%")) or 0.0
+            a = acc.setdefault(service, [0, 0.0, 0, 0.0])
+            a[0] += 1
+            a[1] += cpu
+            a[2] += mem
+            a[3] += mem_pct
+        return [ServiceStats(s, int(a[0]), a[1], int(a[2]), a[3]) for s, a in sorted(acc.items())]
 
     def exec_command(self, placement: Placement, release: str, release_dir: Path, service: str,
                      argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:

@@ -36,13 +36,16 @@ from stageflow.fsutil import create_private, inside, make_dirs, open_append, rea
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
 from stageflow.procs import NO_PROCFS, proc_stat, running
 from stageflow.runner import Runner
-from stageflow.runtimes.base import Placement, Resource, RuntimeStatus
+from stageflow.runtimes.base import Placement, RuntimeStatus
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
     from stageflow.state.store import Store
+
+if TYPE_CHECKING:
+    from stageflow.monitor.resources import ServiceStats
 
 COLORS = ("blue", "green")
 _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SYSTEMROOT")
@@ -178,7 +181,10 @@ pid {d / 'nginx.pid'};
 error_log {d / 'error.log'} warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {d / 'access.log'};
+    # "combined" plus the request time, which the monitor reads for latency percentiles.
+    log_format stageflow '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
+                         '"$http_referer" "$http_user_agent" rt=$request_time';
+    access_log {d / 'access.log'} stageflow;
     server_tokens off;
 {temp}
     include {d / upstream_filename(self.env)};
@@ -537,6 +543,50 @@ http {{
                 out.append(info)
         return out
 
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        """CPU (percent of one core over ``window``) and memory of each live service, its children included.
+
+        Implements the monitor's ``ResourceSource``; the supervisor and the processes it started count.
+        """
+        import psutil
+
+        from stageflow.monitor.resources import ServiceStats
+
+        def tree(info: ProcInfo) -> list[psutil.Process]:
+            try:
+                root = psutil.Process(info.pid)
+                return [root, *root.children(recursive=True)]
+            except psutil.Error:
+                return []
+
+        def cpu_seconds(procs: list[psutil.Process]) -> float:
+            total = 0.0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    t = p.cpu_times()
+                    total += t.user + t.system
+            return total
+
+        found = [(info, tree(info)) for c in COLORS for info in self.processes(c)]
+        before = [cpu_seconds(procs) for _, procs in found]
+        start = time.monotonic()
+        time.sleep(window)
+        took = max(time.monotonic() - start, 1e-3)
+        host_memory = psutil.virtual_memory().total
+        out: dict[str, ServiceStats] = {}
+        for (info, procs), cpu0 in zip(found, before, strict=True):
+            rss = 0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    rss += p.memory_info().rss
+            cpu = max(0.0, cpu_seconds(procs) - cpu0) / took * 100
+            prev = out.get(info.service)
+            if prev is not None:  # both colors alive mid-deploy: one figure per service
+                cpu, rss = cpu + prev.cpu_percent, rss + prev.rss_bytes
+            out[info.service] = ServiceStats(info.service, len(procs) + (prev.processes if prev else 0), cpu, rss,
+                                             rss / host_memory * 100)
+        return list(out.values())
+
     def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
         return _load_info(self._pidfile(service, color))
 
@@ -763,22 +813,6 @@ http {{
             port = self.proxied_port()
         found = self.release_on_port(port)
         return (self._placement(found[0]), found[1]) if found else None
-
-    def resources(self, placement: Placement) -> list[Resource]:
-        """CPU and resident memory of each live service process (its whole process tree)."""
-        import psutil
-
-        out = []
-        for info in self.processes(placement.slot):
-            try:
-                p = psutil.Process(info.pid)
-                tree = [p, *p.children(recursive=True)]
-                cpu = sum(q.cpu_percent(interval=None) for q in tree)
-                mem = sum(q.memory_info().rss for q in tree)
-            except psutil.NoSuchProcess:
-                continue
-            out.append(Resource(f"{info.service}-{info.color}[{info.pid}]", cpu, mem))
-        return out
 
     def exec_command(self, placement: Placement, release: str, release_dir: Path, service: str,
                      argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:

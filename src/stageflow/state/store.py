@@ -161,7 +161,13 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        """An IMMEDIATE transaction: takes the write lock up front so check-then-write is atomic."""
+        """An IMMEDIATE transaction: takes the write lock up front so check-then-write is atomic.
+
+        Inside an open transaction it joins that one (the monitor writes several tables as one unit).
+        """
+        if self.db.in_transaction:
+            yield self.db
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db

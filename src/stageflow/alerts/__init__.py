@@ -1,0 +1,1 @@
+"""Alerts: the rule state machine, the notification stages, the outbox delivery and the notifiers."""

@@ -1,0 +1,1 @@
+"""Monitoring: checks run concurrently per environment, evaluated against thresholds, fed to alerts."""
