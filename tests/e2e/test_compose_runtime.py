@@ -182,6 +182,25 @@ def test_rollback_returns_to_the_previous_image_and_keeps_rows(stack: Stack) -> 
     assert int(again.stdout.strip().splitlines()[-1]) == count
 
 
+def _notes(stack: Stack, code: str) -> str:
+    out = stack.sf("exec", "production", "--", "python", "manage.py", "shell", "-c",
+                   "from notes.models import Note; " + code).stdout
+    return out.strip().splitlines()[-1]
+
+
+def test_backup_restore_through_the_db_container_matches_exactly(stack: Stack) -> None:
+    _notes(stack, "Note.objects.create(title='before the backup'); print('ok')")
+    before = _notes(stack, "print(sorted(Note.objects.values_list('title', flat=True)))")
+    created = stack.sf("backup", "create", "production")
+    assert "sha256" in created.stdout + created.stderr
+    _notes(stack, "Note.objects.create(title='after the backup'); print('ok')")
+    assert "after the backup" in _notes(stack, "print(sorted(Note.objects.values_list('title', flat=True)))")
+    stack.sf("backup", "restore", "production", "--yes")
+    assert _notes(stack, "print(sorted(Note.objects.values_list('title', flat=True)))") == before
+    verify = stack.sf("backup", "verify", "production")
+    assert verify.returncode == 0
+
+
 def test_kill_9_mid_deploy_next_deploy_recovers_without_stray_containers(stack: Stack) -> None:
     (stack.root / "notes" / "marker.py").write_text("VERSION_MARK = 3\n")
     stack.commit("another version")

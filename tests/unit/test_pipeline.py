@@ -297,3 +297,26 @@ def test_crash_before_the_watch_ended_goes_back_to_the_record(ws: Workspace) -> 
     assert steps[0] == ("repair", "warn") and steps[1] == ("sweep", "warn")
     assert ws.store.env_state("dev").current_release == "r3"
     assert rt.events.index("cutover a") < rt.events.index("sweep b")  # routed back before anything stopped
+
+
+def test_production_grade_is_a_setting_not_a_name(tmp_path: Path) -> None:
+    from stageflow.deploy.operations import needs_approval
+    from stageflow.generate.nginx import site_options
+
+    root = tmp_path / "app"
+    root.mkdir()
+    (root / "stageflow.yml").write_text(yaml.safe_dump({
+        "project": "tiny",
+        "services": {"web": {"command": "serve", "port": 8000, "health": {"path": "/"}}},
+        "environments": {"live": {"url": "http://127.0.0.1:8001", "production": True},
+                         "production": {"url": "http://127.0.0.1:8002", "production": False},
+                         "qa": {"url": "http://127.0.0.1:8003"}},
+    }))
+    for env in ("live", "production", "qa"):
+        (root / f".env.{env}").write_text("SECRET_KEY=unit-test-secret-value-0123456789\n")
+    live, prod, qa = (load_env_context(root, e, {}) for e in ("live", "production", "qa"))
+    assert needs_approval(live) and live.require_clean_git
+    assert site_options(live.config, "live", root=root).admin_allow == ("127.0.0.1/32", "::1/128")
+    assert not needs_approval(prod) and not prod.require_clean_git
+    assert site_options(prod.config, "production", root=root).admin_allow == ()
+    assert not needs_approval(qa) and not qa.require_clean_git
