@@ -18,8 +18,9 @@ if [ "$dev" = 1 ]; then
   have docker || need_pkgs+=(docker.io)
   have dockerd || need_pkgs+=(docker.io)
   have debootstrap || need_pkgs+=(debootstrap)   # scripts/docker-env.sh builds the test images with it
-  # bench/bench_monitor.py runs Prometheus's prober next to the monitor
+  # bench/bench_monitor.py runs Prometheus and its blackbox prober next to the monitor
   have prometheus-blackbox-exporter || need_pkgs+=(prometheus-blackbox-exporter)
+  have prometheus || need_pkgs+=(prometheus)
 fi
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -138,3 +138,18 @@ class Masker:
 
 #: Process-wide masker used by the runner, the logger and the console.
 masker = Masker()
+
+
+# C0 controls but newline and tab, DEL and C1 controls: an ESC from a config value could
+# rewrite the operator's terminal (move the cursor, hide text, set the window title).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters shown escaped (``\\x1b``), newlines and tabs kept."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text) if text else text
+
+
+def shown(text: str) -> str:
+    """What may be printed: secrets masked, control characters escaped."""
+    return printable(masker.mask(text))

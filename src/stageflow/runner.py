@@ -152,7 +152,7 @@ class Runner:
             raise OperationError(f"{what or argv[0]}: command not found: {argv[0]}",
                                  hint="install it or put it on PATH") from exc
 
-    def signal(self, pid: int, sig: int, *, group: bool = False) -> bool:
+    def signal(self, pid: int, sig: int, *, group: bool = False, what: str | None = None) -> bool:
         """Send ``sig`` to ``pid`` (its process group with ``group``); False when it is already gone.
 
         Callers verify first that the pid is theirs (pid files are not trusted).
@@ -161,7 +161,8 @@ class Runner:
         import signal as signals
 
         if self.log:
-            self.log(f"$ kill -{signals.Signals(sig).name} {'-' if group else ''}{pid}")
+            self.log(f"$ kill -{signals.Signals(sig).name.removeprefix('SIG')} {'-' if group else ''}{pid}"
+                     + (f"  # {what}" if what else ""))
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if group:
                 os.killpg(pid, sig)

@@ -24,9 +24,11 @@ class WorkflowLog:
     The file is opened lazily so read-only commands that log nothing leave no empty file.
     """
 
-    def __init__(self, logs_dir: Path, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, logs_dir: Path, echo: Callable[[str], None] | None = None, *, readonly: bool = False) -> None:
         self.dir = logs_dir
         self.echo = echo
+        #: a read-only command (status, --dry-run) echoes but writes no file
+        self.readonly = readonly
         self.path = logs_dir / f"workflow_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')}.log"
         self._fh: TextIO | None = None
         self._lock = threading.Lock()
@@ -34,6 +36,10 @@ class WorkflowLog:
     def write(self, message: str, *, level: str = "INFO", echo: bool = True) -> None:
         """Append one masked, timestamped line (several for multi-line messages); echo to the console."""
         text = masker.mask(message)
+        if self.readonly:
+            if self.echo and echo:
+                self.echo(text)
+            return
         with self._lock:
             if self._fh is None:
                 from stageflow.fsutil import open_append
@@ -83,6 +89,8 @@ class Workspace:
     root: Path
     command: str = field(default_factory=lambda: " ".join(["stageflow", *sys.argv[1:]]))
     echo: Callable[[str], None] | None = None
+    #: read-only commands (status, history, --dry-run) create no state database and no log file
+    readonly: bool = False
     _store: Store | None = None
     _log: WorkflowLog | None = None
     _actor: str | None = None
@@ -96,14 +104,15 @@ class Workspace:
     def store(self) -> Store:
         """The state store (opened on first use)."""
         if self._store is None:
-            self._store = Store(self.state_dir / "state.db")
+            path = self.state_dir / "state.db"
+            self._store = Store.empty(path) if self.readonly and not path.exists() else Store(path)
         return self._store
 
     @property
     def log(self) -> WorkflowLog:
         """This command's workflow log."""
         if self._log is None:
-            self._log = WorkflowLog(self.root / "logs", self.echo)
+            self._log = WorkflowLog(self.root / "logs", self.echo, readonly=self.readonly)
         return self._log
 
     @property

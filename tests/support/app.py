@@ -207,9 +207,15 @@ def teardown_app(app: App) -> None:
     for p in app.instance_processes():
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
+    from stageflow.procs import is_ours
+
     for pid_file in (app.root / ".stageflow" / "nginx").glob("*/nginx.pid"):
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pid_file.read_text()), 9)
+            pid = int(pid_file.read_text())
+            # A test may plant a hostile pid file (-1 would signal every process on the machine):
+            # only this app's nginx master, recognised by its command line and directory, is killed.
+            if is_ours(pid, argv_has=str(pid_file.parent), cwd_in=str(pid_file.parent)):
+                os.kill(pid, 9)
 
 
 @pytest.fixture

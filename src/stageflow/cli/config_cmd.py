@@ -38,9 +38,9 @@ EncryptOpt = Annotated[
 
 def _print(text: str, style: str | None = None) -> None:
     from stageflow.cli.common import console
-    from stageflow.masking import masker
+    from stageflow.masking import shown
 
-    console().print(masker.mask(text), style=style, markup=False, highlight=False)
+    console().print(shown(text), style=style, markup=False, highlight=False)
 
 
 def _show_result(res: GenerateResult, root: Path) -> None:

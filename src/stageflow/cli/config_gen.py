@@ -40,7 +40,9 @@ def _say(text: str) -> None:
     from stageflow.cli.common import console
 
     # Plain text: paths may hold brackets that Rich would read as markup.
-    console().print(text, markup=False)
+    from stageflow.masking import shown
+
+    console().print(shown(text), markup=False)
 
 
 def _show(path: Path, base: Path) -> str:

@@ -75,13 +75,15 @@ SkipOpt = Annotated[
 ]
 
 
-def _ws(root: Path | None) -> Workspace:
+def _ws(root: Path | None, *, readonly: bool = False) -> Workspace:
     from stageflow.workspace import Workspace
 
     def echo(text: str) -> None:
-        console().print(text, markup=False)
+        from stageflow.masking import printable
 
-    return Workspace(project_root(root), echo=echo)
+        console().print(printable(text), markup=False)
+
+    return Workspace(project_root(root), echo=echo, readonly=readonly)
 
 
 def _confirm(question: str) -> bool:
@@ -89,18 +91,20 @@ def _confirm(question: str) -> bool:
 
 
 def _print_reports(reports: list[DeployReport]) -> None:
+    from stageflow.masking import shown
+
     for r in reports:
         if r.plan:
             console().print(f"Plan for {r.env}:", markup=False)
             for i, step in enumerate(r.plan, 1):
-                console().print(f"  {i:>2}. {step}", markup=False)
+                console().print(shown(f"  {i:>2}. {step}"), markup=False)
 
 
 def _deploy(env: str, root: Path | None, dry_run: bool, skip: list[str] | None, yes: bool) -> None:
     from stageflow.deploy.operations import deploy
     from stageflow.deploy.pipeline import DeployOptions
 
-    ws = _ws(root)
+    ws = _ws(root, readonly=dry_run)
     try:
         report = deploy(ws, env, DeployOptions(dry_run=dry_run, skip_checks=tuple(skip or ())), yes=yes,
                         interactive=is_interactive(), confirm=_confirm)
@@ -142,7 +146,7 @@ def full_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt 
     from stageflow.deploy.operations import full
     from stageflow.deploy.pipeline import DeployOptions
 
-    ws = _ws(root)
+    ws = _ws(root, readonly=dry_run)
     try:
         reports = full(ws, DeployOptions(dry_run=dry_run, skip_checks=tuple(skip_check or ())), yes=yes,
                        interactive=is_interactive(), confirm=_confirm)
@@ -159,10 +163,10 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
                as_json: JsonOpt = False) -> None:
     """What runs where, and whether it is healthy."""
     from stageflow.deploy.status import status
-    from stageflow.masking import masker
+    from stageflow.masking import masker, shown
     from stageflow.state.store import dumps
 
-    ws = _ws(root)
+    ws = _ws(root, readonly=True)
     try:
         rows = status(ws, env)
     finally:
@@ -195,7 +199,7 @@ def status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Roo
         table.append((r.env, r.release or "-", health, r.url, r.runtime, (r.deployed_at or "-")[:19],
                       "; ".join(notes)))
     # Plain columns like `docker ps`: greppable, and no Rich import for the command people loop on.
-    sys.stdout.write(masker.mask(columns(table)))
+    sys.stdout.write(shown(columns(table)))
 
 
 @app.command("rollback")
@@ -236,16 +240,18 @@ def cleanup_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
 @app.command("history")
 def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
                 as_json: JsonOpt = False,
-                limit: Annotated[int, typer.Option("--limit", help="How many deployments.")] = 20,
+                limit: Annotated[int, typer.Option("--limit", min=1, max=1_000_000,
+                                                   help="How many deployments.")] = 20,
                 audit: Annotated[bool, typer.Option("--audit", help="Show the audit trail instead.")] = False,
                 ) -> None:
     """Deployments with every step and its timing (or the audit trail)."""
     from stageflow.config.loader import load_project, resolve_env_name
     from stageflow.deploy.lock import deployment_outcome
+    from stageflow.masking import printable
     from stageflow.state.store import dumps, row_dict
     from stageflow.workspace import Workspace
 
-    ws = Workspace(project_root(root))
+    ws = Workspace(project_root(root), readonly=True)
     try:
         name = resolve_env_name(load_project(ws.root), env) if env else None
         if audit:
@@ -253,8 +259,8 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
             if as_json:
                 sys.stdout.write(dumps(events) + "\n")
             for e in [] if as_json else events:
-                console().print(f"{e['ts'][:19]}  {e['actor']}@{e['host']}  {e['env'] or '-':<10} "
-                                f"{e['outcome']:<10} {e['command']}  {e['detail']}", markup=False)
+                console().print(printable(f"{e['ts'][:19]}  {e['actor']}@{e['host']}  {e['env'] or '-':<10} "
+                                          f"{e['outcome']:<10} {e['command']}  {e['detail']}"), markup=False)
             return
         deps: list[dict[str, Any]] = []
         marked: dict[str, set[str]] = {}
@@ -272,15 +278,17 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
         sys.stdout.write(dumps(deps) + "\n")
         return
     for d in deps:
-        console().print(
+        # Read back from state.db: shown escaped, whatever the file holds.
+        console().print(printable(
             f"#{d['id']} {d['env']} {d['kind']} {d['release_id'] or '-'}"
             f"{' (rolled back away from)' if d['rolled_back'] else ''} {d['outcome'].upper()} "
-            f"{d['started_at'][:19]} by {d['actor']}" + (f"  error: {d['error']}" if d["error"] else ""),
+            f"{d['started_at'][:19]} by {d['actor']}" + (f"  error: {d['error']}" if d["error"] else "")),
             markup=False,
         )
         for s in d["steps"]:
             secs = f"{s['seconds']:.2f}s" if s["seconds"] is not None else "-"
-            console().print(f"    {s['name']:<10} {s['outcome']:<8} {secs:>8}  {s['detail']}", markup=False)
+            console().print(printable(f"    {s['name']:<10} {s['outcome']:<8} {secs:>8}  {s['detail']}"),
+                            markup=False)
 
 
 @app.command("down")
@@ -387,9 +395,10 @@ def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root
     """Show who holds each environment's lock."""
     from stageflow.config.loader import load_project, resolve_env_name
     from stageflow.deploy.lock import read_lock, stale_reason
+    from stageflow.masking import printable
     from stageflow.workspace import Workspace
 
-    ws = Workspace(project_root(root))
+    ws = Workspace(project_root(root), readonly=True)
     try:
         config = load_project(ws.root)
         names = [resolve_env_name(config, env)] if env else list(config.environments)
@@ -399,8 +408,8 @@ def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root
                 console().print(f"{name}: unlocked", markup=False)
             else:
                 stale = stale_reason(info)
-                console().print(f"{name}: locked by {info.describe()}" + (f" — STALE: {stale}" if stale else ""),
-                                markup=False)
+                console().print(printable(f"{name}: locked by {info.describe()}"
+                                          + (f" — STALE: {stale}" if stale else "")), markup=False)
     finally:
         ws.close()
 
@@ -495,18 +504,23 @@ def run() -> None:
     except SystemExit as done:
         _exit_now(done.code)
     except StageflowError as exc:
-        from stageflow.masking import masker
+        from stageflow.masking import shown
 
-        err_console().print(f"error: {masker.mask(str(exc))}", markup=False)
+        err_console().print(f"error: {shown(str(exc))}", markup=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console().print("interrupted", markup=False)
         sys.exit(130)
     except Exception as exc:
-        from stageflow.masking import masker
+        from stageflow.masking import shown
 
+        if type(exc).__module__ == "sqlite3":
+            # A damaged or foreign .stageflow/state.db: name the file, never a traceback.
+            err_console().print(f"error: .stageflow/state.db: {shown(str(exc))} (the state database is damaged: "
+                                "move it aside and stageflow starts a new one)", markup=False)
+            sys.exit(1)
         err_console().print(
-            f"error: unexpected {type(exc).__name__}: {masker.mask(str(exc))} (please report this)", markup=False
+            f"error: unexpected {type(exc).__name__}: {shown(str(exc))} (please report this)", markup=False
         )
         sys.exit(1)
     _exit_now(0)

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 PROJECT_FILE = "stageflow.yml"
 _REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Shell text: `${VAR}` there is expanded by the child's shell from its environment, never by us.
+_SHELL_KEY = re.compile(r"services\.[^.]+\.(command|release|healthcheck)\Z")
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -42,24 +44,81 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
+#: Bounds on ``stageflow.yml``: a project file is a few KB; these stop a hostile one (a huge file,
+#: an alias bomb, absurd nesting) within a second and a few MB, before pydantic or the cache see it.
+MAX_PROJECT_FILE = 1 << 20
+MAX_NODES = 100_000
+MAX_TEXT = 4 << 20
+MAX_DEPTH = 64
+
+
 def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: file not found", hint="run from the app's root, or pass --root DIR") from exc
+    from stageflow.fsutil import read_file
+
+    # A regular file only (a FIFO would hang, /dev/zero never ends); a symlink to one is fine.
+    data = read_file(path, limit=MAX_PROJECT_FILE, follow=True)
+    if data is None:
+        raise ConfigError(f"{path}: file not found", hint="run from the app's root, or pass --root DIR")
+    return data
+
+
+def _check_bounds(path: Path, root: Any) -> None:
+    """Refuse a YAML node graph whose expansion (aliases counted as copies) exceeds the bounds."""
+    import yaml
+
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, characters) once expanded
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, done = stack.pop()
+        nid = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [c for pair in node.value for c in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if done:
+            open_nodes.discard(nid)
+            nodes = 1 + sum(sizes[id(c)][0] for c in children)
+            chars = (len(node.value) if not children and isinstance(node.value, str) else 0) + sum(
+                sizes[id(c)][1] for c in children)
+            sizes[nid] = (nodes, chars)
+            if nodes > MAX_NODES or chars > MAX_TEXT or len(sizes) > MAX_NODES:
+                raise ConfigError(
+                    f"{path}: the document (aliases expanded) holds more than "
+                    + (f"{MAX_NODES} values" if nodes > MAX_NODES else f"{MAX_TEXT >> 20} MB of text"),
+                    hint="a project file is small: remove the repeated aliases or the bulk data",
+                )
+            continue
+        if nid in sizes:
+            continue
+        if nid in open_nodes:
+            raise ConfigError(f"{path}: an alias refers to itself", hint="remove the recursive anchor")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep", hint="flatten the document")
+        open_nodes.add(nid)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
 
 
 def _parse_yaml(path: Path, text: bytes) -> dict[str, Any]:
     import yaml
 
+    # libyaml's loader when present: the pure-Python one is several times slower.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
     try:
-        # libyaml's loader when present: the pure-Python one is several times slower.
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        node = loader.get_single_node()
+        if node is not None:
+            _check_bounds(path, node)
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}{where}: {problem}", hint="fix the YAML syntax there") from exc
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level (project:, services:, environments:)")
     return data
@@ -121,6 +180,27 @@ def _substitute(text: str, variables: Mapping[str, str], where: str, missing: li
     return _REF.sub(sub, text)
 
 
+def _shell_refs(text: str, variables: Mapping[str, str], where: str,
+                missing: list[tuple[str, str]] | None) -> tuple[str, set[str]]:
+    """Shell text with ``$$`` turned into ``$`` and its ``${VAR}`` references left for the shell.
+
+    Returns the text and the names it references; a reference without a default to a variable
+    that is not set is reported in ``missing``, as in any other value.
+    """
+    names: set[str] = set()
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$" if missing is not None else "$$"
+        name = m.group(1)
+        names.add(name)
+        if m.group(2) is None and not variables.get(name) and missing is not None:
+            missing.append((where, name))
+        return m.group(0)
+
+    return _REF.sub(sub, text), names
+
+
 _rechecks: dict[type, dict[str, list[Check]]] = {}
 
 
@@ -146,10 +226,20 @@ class _Interpolation:
         self.path = path
         self.variables = variables
         self.missing: list[tuple[str, str]] | None = None if lenient else []
+        #: variables referenced by shell text (command, release, healthcheck): the process needs them
+        self.shell_names: set[str] = set()
 
     def value(self, value: Any, where: str) -> Any:
         if isinstance(value, str):
-            return _substitute(value, self.variables, where, self.missing) if "$" in value else value
+            if "$" not in value:
+                return value
+            if _SHELL_KEY.match(where):
+                # A value is data: substituted into shell text, `; touch pwned` would run. The
+                # shell expands the reference itself, from the environment the process gets.
+                text, names = _shell_refs(value, self.variables, where, self.missing)
+                self.shell_names |= names
+                return text
+            return _substitute(value, self.variables, where, self.missing)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             return self.section(value, where)
         if isinstance(value, list | tuple):
@@ -283,6 +373,19 @@ def database_url(db: Database, root: Path) -> str | None:
     return None
 
 
+def _check_values(values: Mapping[str, str], env_file: Path) -> None:
+    """Every value the app gets must be able to be an environment variable (Linux: 128 KB, no NUL)."""
+    from stageflow.config.envfile import MAX_VALUE
+
+    for key, value in values.items():
+        if "\x00" in value:
+            raise ConfigError(f"{key}: the value contains a NUL character",
+                              hint=f"fix it in {env_file.name}, the shell or stageflow.yml")
+        if len(value) > MAX_VALUE:
+            raise ConfigError(f"{key}: the value is longer than 128 KB",
+                              hint="keep large data in a file and put its path in the variable")
+
+
 def env_file_of(root: Path, config: ProjectConfig, env: str) -> Path:
     """``env``'s env file: ``environments.<env>.env_file`` (default ``.env.<env>``), inside ``root``.
 
@@ -319,6 +422,10 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
     ctx_env = config.environments[name]
     app_vars = dict(file_vars)
     app_vars.update(ctx_env.variables)
+    for var in interpolation.shell_names:
+        # A variable the commands reference that only the calling shell sets reaches them too.
+        if var not in app_vars and var in environ:
+            app_vars[var] = environ[var]
     ctx = EnvContext(root=root, config=config, name=name, env_file=env_file, file_vars=file_vars, app_vars=app_vars)
     db = ctx.database
     if "DATABASE_URL" not in app_vars:
@@ -329,6 +436,14 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
         app_vars["REDIS_URL"] = config.cache.url
     masker.add_env(app_vars)
     masker.add(db.password)
+    _check_values(app_vars, env_file)
+    for svc_name, svc in config.services.items():
+        for field_name in ("command", "release", "healthcheck"):
+            text = getattr(svc, field_name)
+            if text and (not text.strip() or "\x00" in text):
+                what = "a NUL character" if "\x00" in text else "only whitespace"
+                raise ConfigError(f"{path}: services.{svc_name}.{field_name}: holds {what}",
+                                  hint="give the command, or leave the key out for none")
     for var in ctx_env.required:
         if not app_vars.get(var):
             raise ConfigError(

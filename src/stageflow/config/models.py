@@ -164,12 +164,33 @@ class Proxy(Strict):
     permissions_policy: str = DEFAULT_PERMISSIONS_POLICY
 
 
+_URL_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
 def _env_url(v: str) -> str:
     if _has_ref(v):
         return v
+    if any(c.isspace() or not c.isprintable() for c in v):
+        raise ValueError("must be an http(s) URL without spaces or control characters")
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL like http://127.0.0.1:8001")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port: use a number between 1 and 65535") from None
+    if port == 0:
+        raise ValueError("has an invalid port: use a number between 1 and 65535")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ValueError("must be scheme://host[:port] (no user, query or fragment)")
+    host = parts.hostname
+    if not _URL_HOST.fullmatch(host):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"has an invalid host name {host!r}") from None
     return v.rstrip("/")
 
 
@@ -341,6 +362,7 @@ class Monitoring(Strict):
 
     interval: Duration = 60.0
     timeout: Duration = 10.0
+    concurrency: Annotated[int, Bounds(ge=1, le=1000)] = 20
     fire_after: Duration = 0.0
     resolve_after: Duration = 0.0
     consecutive: Annotated[int, Bounds(ge=1, le=100)] = 2

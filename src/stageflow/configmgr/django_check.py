@@ -31,8 +31,8 @@ CHECK_SETTINGS = {
     "security.W021": "SECURE_HSTS_PRELOAD",
 }
 
-_LINE = re.compile(r"^(?P<obj>\S.*?): \((?P<id>[\w.]+\.(?P<level>[CEWID])\d+)\) (?P<msg>.*)$")
-_HINT = re.compile(r"^\s+HINT: (?P<hint>.*)$")
+_LINE = re.compile(r"^(?P<obj>\S.*?): \((?P<id>[\w.]+\.(?P<level>[CEWID])\d+)\) (?P<msg>.*)\Z")
+_HINT = re.compile(r"^\s+HINT: (?P<hint>.*)\Z")
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,7 @@ def render_template(
     :class:`ConfigError` naming the template file and line.
     """
     import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     declared: dict[str, SecretSpec] = {}
 
@@ -224,7 +225,9 @@ def render_template(
         return _SENTINEL.format(name)
 
     # autoescape is for HTML; these templates produce env files, quoted with |q where needed.
-    env = jinja2.Environment(
+    # Sandboxed: an app's template is repository content, and must not reach Python internals
+    # (``''.__class__.__mro__``…) or mutate what it is given.
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.ChoiceLoader(
             [
                 jinja2.FileSystemLoader(str(root / APP_TEMPLATE_DIR)),
@@ -235,7 +238,7 @@ def render_template(
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - env files, not HTML
+        autoescape=False,  # env files, not HTML
     )
     env.filters["q"] = _q
     env.globals["secret"] = secret

@@ -47,7 +47,14 @@ def check_tls(
     now: dt.datetime | None = None,
 ) -> list[TlsFinding]:
     """Check the TLS files named in ``values``; nothing to check (no variables) is no finding."""
-    cert_name, key_name = values.get(CERT_VAR, "").strip(), values.get(KEY_VAR, "").strip()
+    from stageflow.contexts import nginx_problem
+
+    raw = {CERT_VAR: values.get(CERT_VAR, ""), KEY_VAR: values.get(KEY_VAR, "")}
+    unsafe = [TlsFinding("error", var, problem, "use a plain file path (no spaces, ; { } quotes $ #)")
+              for var, value in raw.items() if value and (problem := nginx_problem(value))]
+    if unsafe:
+        return unsafe
+    cert_name, key_name = raw[CERT_VAR].strip(), raw[KEY_VAR].strip()
     if not cert_name and not key_name:
         return []
     if not cert_name or not key_name:

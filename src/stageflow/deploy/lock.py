@@ -51,10 +51,16 @@ def read_lock(store: Store, env: str) -> LockInfo | None:
 def stale_reason(info: LockInfo, host: str | None = None) -> str | None:
     """Why ``info`` may be taken over, or None when its holder is alive."""
     host = host or socket.gethostname()
-    if info.host == host and not running(info.pid):
-        return f"holder pid {info.pid} is gone"
-    if _age(info.heartbeat_at) > info.lease_seconds:
-        return f"lease expired ({_age(info.heartbeat_at):.0f}s since the last heartbeat)"
+    try:
+        # Read back from state.db, which may be damaged: a record that makes no sense vouches for
+        # no live holder, so it is stale (and says why) rather than a crash or a lock held forever.
+        pid, age, lease = int(info.pid), _age(str(info.heartbeat_at)), float(info.lease_seconds)
+    except (TypeError, ValueError, OverflowError):
+        return "the lock record is damaged"
+    if info.host == host and not running(pid):
+        return f"holder pid {pid} is gone"
+    if age > lease:
+        return f"lease expired ({age:.0f}s since the last heartbeat)"
     return None
 
 

@@ -204,10 +204,18 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
 def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> int:
     """Stop everything of an env, its proxy included; returns how many units (processes, containers) stopped."""
     from stageflow.deploy.lock import EnvLock
+    from stageflow.state.store import StateDamaged
 
     ctx = load_env_context(ws.root, env, environ)
-    rt = runtime_for(ctx, ws.runner, ws.store)
-    with EnvLock(ws.store, ctx.name, ws.actor, ws.command):
+    rt = runtime_for(ctx, ws.runner, None)  # stopping needs no record: the state may be damaged
+    try:
+        store = ws.store
+    except StateDamaged as exc:
+        # Processes are found by their pid files and instance tags, containers by their labels.
+        n = rt.down()
+        ws.log.write(f"{exc}; stopped {n} unit(s) of {ctx.name} without recording it", level="WARN")
+        return n
+    with EnvLock(store, ctx.name, ws.actor, ws.command):
         n = rt.down()
         st = ws.store.env_state(ctx.name)
         ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, False)

@@ -84,8 +84,11 @@ def image_overrides(config: ProjectConfig, env: str) -> dict[str, str]:
     """Per-environment images: ``environments.<env>.images``.
 
     Keys: a service name, ``base`` (the ``BASE_IMAGE`` build argument), ``db``, ``redis``, ``nginx``.
+    Each must be an image reference (it lands in the generated file and on docker's command line).
     """
-    return dict(config.environments[env].images)
+    from stageflow.contexts import image_ref
+
+    return {k: image_ref(v, f"environments.{env}.images.{k}") for k, v in config.environments[env].images.items()}
 
 
 def is_dev(config: ProjectConfig, env: str) -> bool:
@@ -205,7 +208,9 @@ def build_compose(
     nginx_dir = nginx_dir or root / "deploy" / "nginx" / env
     dev = is_dev(config, env)
     overrides = image_overrides(config, env)
-    env_file = _rel(root / (environment.env_file or f".env.{env}"), out_dir)
+    from stageflow.config.loader import env_file_of
+
+    env_file = _rel(env_file_of(root, config, env), out_dir)
     web_name, _ = config.web_service
     db = config.database_for(env)
     fill = {"env": env, "project": config.project}

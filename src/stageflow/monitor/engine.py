@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
     from stageflow.config.models import ProjectConfig
     from stageflow.runner import Runner
     from stageflow.state.store import Store
+
+
+#: Connections per HTTP client (see :meth:`Monitor.cycle`).
+LANE = 2
 
 
 @dataclass
@@ -106,6 +111,7 @@ class Monitor:
         self.interval = interval if interval is not None else mon.interval
         self.window, self.host = window, host
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self._tls_contexts: dict[Path | None, ssl.SSLContext] = {}
         self.state = MonitorState(store)
         self.watches: list[EnvWatch] = []
         found: dict[str, Notifier] = {}
@@ -158,16 +164,16 @@ class Monitor:
             out.append(HostCheck(hl["cpu"], hl["memory"], hl["disk"], self.root, self.window))
         for w in self.watches:
             ctx, lim = w.ctx, w.limits
-            client = clients(w.source.ca_file() if w.source else None)
+            ca = w.source.ca_file() if w.source else None
             web_name, web = ctx.config.web_service
             health = web.health
             path, expect = (health.path, health.expect) if health else ("/", 200)
             timeout = min(mon.timeout, health.timeout) if health else mon.timeout
 
             def http(target: str, url: str, want: int, cond: dict[str, Any], t: float,
-                     ctx: EnvContext = ctx, client: httpx.AsyncClient = client,
-                     lim: dict[str, Limits] = lim) -> HttpCheck:
-                return HttpCheck(ctx.name, target, url, client, lim["response_time_ms"], lim["tls_days"], want, cond, t)
+                     ctx: EnvContext = ctx, ca: Path | None = ca, lim: dict[str, Limits] = lim) -> HttpCheck:
+                return HttpCheck(ctx.name, target, url, clients(ca), lim["response_time_ms"], lim["tls_days"], want,
+                                 cond, t)
 
             out.append(http("public", ctx.env.url + path, expect, mon.health_json, timeout))
             placement = self.store.env_state(ctx.name).placement or {}  # the local runtime's: {slot, port}
@@ -218,9 +224,13 @@ class Monitor:
                 out[path] = Cursor(path, *found)
         return out
 
-    async def _run_one(self, check: Check, timeout: float) -> list[Observation]:
+    async def _run_one(self, check: Check, timeout: float, gate: asyncio.Semaphore | None) -> list[Observation]:
         try:
-            return await asyncio.wait_for(check.run(), timeout)
+            if gate is None:
+                return await asyncio.wait_for(check.run(), timeout)
+            # The timeout starts once the request may go: waiting for a turn is not the target's fault.
+            async with gate:
+                return await asyncio.wait_for(check.run(), timeout)
         except TimeoutError:
             return [Observation(check.env, check.name, check.target, "critical",
                                 f"the check did not finish within {timeout:g}s")]
@@ -232,23 +242,37 @@ class Monitor:
         """Run every check once, concurrently, then evaluate and queue (one transaction)."""
         import httpx
 
-        timeout = self.config.monitoring.timeout
-        clients: dict[Path | None, httpx.AsyncClient] = {}
+        mon = self.config.monitoring
+        timeout = mon.timeout
+        lanes: dict[Path | None, list[httpx.AsyncClient]] = {}
+        contexts = self._tls_contexts
+        turn = itertools.count()
+        # HTTP requests in flight are bounded, and spread over small clients of LANE connections
+        # each: httpx's pool checks every connection it holds for each request it assigns, so one
+        # big pool costs more CPU per request than the request itself.
+        gate = asyncio.Semaphore(mon.concurrency)
+        n_lanes = max(1, -(-mon.concurrency // LANE))
 
         def client(ca: Path | None) -> httpx.AsyncClient:
-            if ca not in clients:
-                verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
-                clients[ca] = httpx.AsyncClient(verify=verify, follow_redirects=False,
-                                                limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
-                                                headers={"User-Agent": "stageflow-monitor"})
-            return clients[ca]
+            pool = lanes.setdefault(ca, [])
+            if len(pool) < n_lanes:
+                if ca not in contexts:
+                    # One TLS context per trust root for the monitor's life: loading CAs costs ~30 ms each time.
+                    contexts[ca] = ssl.create_default_context(cafile=str(ca) if ca else None)
+                pool.append(httpx.AsyncClient(
+                    verify=contexts[ca], follow_redirects=False, headers={"User-Agent": "stageflow-monitor"},
+                    limits=httpx.Limits(max_connections=LANE, max_keepalive_connections=LANE)))
+                return pool[-1]
+            return pool[next(turn) % n_lanes]
 
         try:
             checks = self.build_checks(client)
-            results = await asyncio.gather(*(self._run_one(c, timeout + self.window + 1) for c in checks))
+            results = await asyncio.gather(*(self._run_one(c, timeout + self.window + 1,
+                                                           gate if c.name == "http" else None) for c in checks))
         finally:
-            for c in clients.values():
-                await c.aclose()
+            for pool in lanes.values():
+                for c in pool:
+                    await c.aclose()
         observations = [o for r in results for o in r]
         now = self.clock()
         cycle = Cycle(now, observations)

@@ -30,11 +30,12 @@ from urllib.parse import urlsplit
 
 from stageflow.commands import nginx as nginx_cmd
 from stageflow.config.loader import EnvContext
+from stageflow.contexts import host_port, nginx_token
 from stageflow.deploy.release import file_hash
-from stageflow.errors import OperationError
+from stageflow.errors import ConfigError, OperationError, StageflowError
 from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
-from stageflow.procs import NO_PROCFS, proc_stat, running
+from stageflow.procs import NO_PROCFS, is_ours, proc_stat, running
 from stageflow.runner import Runner
 from stageflow.runtimes.base import Placement, RuntimeStatus
 
@@ -95,9 +96,9 @@ class LocalRuntime:
         cfg = self.ctx.config.nginx
         if cfg.enabled == "off":
             return None
-        found = shutil.which(cfg.binary) or (
-            cfg.binary if Path(cfg.binary).is_file() else None
-        ) or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
+        if cfg.binary != "nginx":
+            return _executable(cfg.binary, self.ctx.root)
+        found = shutil.which(cfg.binary) or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin:/sbin")
         if found is None and cfg.enabled == "on":
             raise OperationError(f"nginx.enabled is 'on' but {cfg.binary} was not found", hint="apt-get install nginx")
         return found
@@ -140,7 +141,9 @@ class LocalRuntime:
         """
         cert, key = self.ctx.app_vars.get("TLS_CERT_FILE", ""), self.ctx.app_vars.get("TLS_KEY_FILE", "")
         if cert and key:
-            return _abs(self.ctx.root, cert), _abs(self.ctx.root, key)
+            # Both land in nginx.conf: a newline and `return 200 …;` must not become directives.
+            return (_abs(self.ctx.root, nginx_token(cert, "TLS_CERT_FILE")),
+                    _abs(self.ctx.root, nginx_token(key, "TLS_KEY_FILE")))
         host = urlsplit(self.ctx.env.url).hostname or "127.0.0.1"
         if not _is_loopback(host):
             raise OperationError(
@@ -167,7 +170,7 @@ class LocalRuntime:
         temp = "\n".join(
             f"    {k}_temp_path {d / 'tmp' / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
-        listen = f"{self.listen_host}:{self.ctx.env.url_port}"
+        listen = host_port(self.listen_host, self.ctx.env.url_port)
         tls = ""
         if self.https:
             cert, key = self.tls_files()
@@ -265,7 +268,23 @@ http {{
 
     def nginx_running(self) -> bool:
         """True when this environment's nginx master is alive."""
-        return _pid_from_file(self.nginx_dir / "nginx.pid") is not None
+        return self._nginx_master() is not None
+
+    def _nginx_master(self) -> int | None:
+        """The pid in ``nginx.pid`` if it is this env's nginx master (command line names our config,
+        working directory is our nginx directory), else None: a stale, damaged or planted pid file
+        never gets a signal sent to whatever process holds that pid now."""
+        pid = _pid_from_file(self.nginx_dir / "nginx.pid", self.ctx.root)
+        if pid is None or not is_ours(pid, argv_has=str(self._nginx_conf()), cwd_in=str(self.nginx_dir)):
+            return None
+        return pid
+
+    def _signal_master(self, sig: signal.Signals, what: str) -> None:
+        # Signalled here rather than with `nginx -s`, which would signal whatever pid the file holds.
+        pid = self._nginx_master()
+        if pid is None:
+            return
+        self.runner.signal(pid, sig, what=what)
 
     def orphan_proxy_workers(self) -> list[int]:
         """Workers of this env's nginx whose master died (``kill -9``, the OOM killer).
@@ -314,7 +333,7 @@ http {{
         old = read_file(up, root=root, limit=1 << 16)
         old_up = old.decode("utf-8", "replace") if old is not None else None
         _atomic_write(conf, self._render_nginx(), root)
-        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{self.listen_host}:{port}"]), root)
+        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [host_port(self.listen_host, port)]), root)
         test = self.runner.run(nginx_cmd.test_config(binary, self.nginx_dir, conf), what="nginx -t")
         if not test.ok:
             if old_up is not None:
@@ -322,7 +341,7 @@ http {{
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
         if self.nginx_running():
             old_workers = self._nginx_workers()
-            self.runner.run(nginx_cmd.signal(binary, self.nginx_dir, conf, "reload"), check=True, what="nginx reload")
+            self._signal_master(signal.SIGHUP, "nginx reload")
             self._wait_reloaded(old_workers)
             return "reloaded"
         orphans = self.stop_orphan_proxy_workers()
@@ -334,7 +353,7 @@ http {{
     def _nginx_workers(self) -> set[int]:
         import psutil
 
-        pid = _pid_from_file(self.nginx_dir / "nginx.pid")
+        pid = self._nginx_master()
         try:
             return {p.pid for p in psutil.Process(pid).children()} if pid else set()
         except psutil.NoSuchProcess:
@@ -353,11 +372,11 @@ http {{
     def stop_proxy(self) -> None:
         """Stop this environment's nginx (``down``)."""
         binary = self.nginx_binary
-        if binary and self.nginx_running():
-            self.runner.run(nginx_cmd.signal(binary, self.nginx_dir, self._nginx_conf(), "quit"), what="nginx quit")
-            pid_file = self.nginx_dir / "nginx.pid"
+        master = self._nginx_master() if binary else None
+        if master is not None:
+            self._signal_master(signal.SIGQUIT, "nginx quit")
             deadline = time.monotonic() + 10
-            while pid_file.exists() and time.monotonic() < deadline:
+            while running(master) and time.monotonic() < deadline:
                 time.sleep(0.05)
         else:
             self.stop_orphan_proxy_workers()
@@ -457,7 +476,7 @@ http {{
 
     def release_command_running(self) -> ProcInfo | None:
         """The release command an interrupted deploy left running (pid and start time verified)."""
-        info = _load_info(self._release_pidfile())
+        info = _load_info(self._release_pidfile(), self.ctx.root)
         return info if info is not None and _alive(info) else None
 
     def settle_release_command(self, wait: float) -> str | None:
@@ -473,7 +492,7 @@ http {{
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and _alive(info):
             time.sleep(0.1)
-        if _alive(info):
+        if _alive(info) and is_ours(info.pid, start_ticks=info.start_ticks, cwd_in=str(self.ctx.root)):
             _terminate_group(self.runner, info.pid, 5.0)
             outcome = f"stopped it after waiting {wait:.0f}s"
         else:
@@ -495,7 +514,9 @@ http {{
         for name, svc in self.ctx.config.services.items():
             if not svc.command:
                 continue
-            cmd = svc.command.replace("{port}", str(port)).replace("{host}", self.listen_host)
+            # {host} of an IPv6 address comes in brackets: `--bind {host}:{port}` must stay one address.
+            host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
+            cmd = svc.command.replace("{port}", str(port)).replace("{host}", host)
             log_path = self.log_dir / f"{name}-{color}.log"
             with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
                 log.write(f"--- {release} starting as {color} ---\n".encode())
@@ -525,9 +546,12 @@ http {{
         found: dict[str, dict[str, object]] = {}
         for name in self.ctx.config.services:
             try:
-                found[name] = json.loads(self._restarts_file(name, color).read_text())
-            except (FileNotFoundError, ValueError):
+                doc = json.loads(read_file(self._restarts_file(name, color), root=self.ctx.root,
+                                           limit=1 << 16) or b"null")
+            except (StageflowError, ValueError):
                 continue
+            if isinstance(doc, dict):  # written by our supervisor; anything else is damage
+                found[name] = doc
         return found
 
     def all_processes(self) -> list[ProcInfo]:
@@ -588,7 +612,23 @@ http {{
         return list(out.values())
 
     def _read_pidfile(self, service: str, color: str) -> ProcInfo | None:
-        return _load_info(self._pidfile(service, color))
+        return _load_info(self._pidfile(service, color), self.ctx.root)
+
+    def _pidfile_damaged(self, color: str) -> bool:
+        """True when a pid file of ``color`` exists but cannot be trusted: its processes are kept."""
+        for name in self.ctx.config.services:
+            try:
+                raw = read_file(self._pidfile(name, color), root=self.ctx.root, limit=1 << 16)
+            except StageflowError:
+                return True
+            if raw is not None and _parse_pidfile(raw) is None:
+                return True
+        return False
+
+    def _ours(self, info: ProcInfo) -> bool:
+        """The pid file's process is a supervisor stageflow started for this app (checked before a signal)."""
+        return _alive(info) and is_ours(info.pid, start_ticks=info.start_ticks,
+                                        argv_has="stageflow.runtimes.supervise", cwd_in=str(self.ctx.root))
 
     def exited_color(self, color: str) -> str | None:
         """Describe a web process of ``color`` that already died (fast health failure), else None."""
@@ -612,7 +652,7 @@ http {{
         count = 0
         for name in self.ctx.config.services:
             info = self._read_pidfile(name, color)
-            if info and _alive(info):
+            if info and self._ours(info):
                 _terminate_group(self.runner, info.pid, drain)
                 count += 1
             self._pidfile(name, color).unlink(missing_ok=True)
@@ -630,16 +670,22 @@ http {{
         vouched = set()
         for color in keep:
             vouched |= {p.pid for p in self.processes(color)}
+        # A damaged pid file vouches for nothing, but never makes its processes orphans either.
+        untrusted = {color for color in keep if self._pidfile_damaged(color)}
         killed: list[int] = []
         for proc in psutil.process_iter(["pid"]):
             try:
-                tag = proc.environ().get("STAGEFLOW_INSTANCE", "")
+                environ = proc.environ()
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
                 continue
+            tag = environ.get("STAGEFLOW_INSTANCE", "")
             if not tag.startswith(self.instance_prefix):
                 continue
             color = tag[len(self.instance_prefix):]
-            if color in keep and (proc.pid in vouched or _ancestor_in(proc, vouched)):
+            if color in untrusted:
+                continue
+            if color in keep and (proc.pid in vouched or _ancestor_in(proc, vouched)
+                                  or environ.get("STAGEFLOW_RELEASE") == keep[color]):
                 continue
             with contextlib.suppress(psutil.NoSuchProcess):
                 if os.getpgid(proc.pid) == proc.pid:
@@ -760,7 +806,7 @@ http {{
     def probe_url(self, placement: Placement) -> str:
         """The web process of the color, directly."""
         health = self.ctx.config.web_service[1].health
-        return f"http://{self.listen_host}:{self._port(placement)}{health.path if health else '/'}"
+        return f"http://{host_port(self.listen_host, self._port(placement))}{health.path if health else '/'}"
 
     def exited(self, placement: Placement) -> str | None:
         """The web process of the color died (with its last log lines)."""
@@ -778,7 +824,7 @@ http {{
 
         health = self.ctx.config.web_service[1].health
         tls = self.https and self.nginx_binary is not None
-        url = f"{'https' if tls else 'http'}://{self.listen_host}:{self.ctx.env.url_port}" + (
+        url = f"{'https' if tls else 'http'}://{host_port(self.listen_host, self.ctx.env.url_port)}" + (
             health.path if health else "/")
         # The probe token makes nginx say which upstream answered (status compares it with the record).
         headers = self.probe_headers() if self.nginx_binary else {}
@@ -867,6 +913,19 @@ def _check_ports(nginx: str | None, port: int, port_busy: Callable[[int], bool],
     return Check("runtime", "pass", f"nginx at {nginx}; new release will listen on port {port}")
 
 
+def _executable(binary: str, root: Path) -> str:
+    """``nginx.binary`` as configured: an existing executable file (a name on PATH, or a path), or ConfigError."""
+    path = shutil.which(binary) if "/" not in binary else None
+    if path is None and "/" in binary:
+        candidate = _abs(root, binary)
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            path = str(candidate)
+    if path is None or not Path(path).is_file():
+        raise ConfigError(f"stageflow.yml: nginx.binary: {binary!r} is not an executable file",
+                          hint="name the nginx binary, e.g. /usr/sbin/nginx, or leave the key out")
+    return path
+
+
 def _abs(root: Path, name: str) -> Path:
     p = Path(name)
     return p if p.is_absolute() else root / p
@@ -934,11 +993,11 @@ def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
     write_file(path, text, root=path.parent if root is None else root, mode=0o600)
 
 
-def _load_info(path: Path) -> ProcInfo | None:
-    """A pid file's record; None when missing or damaged."""
+def _load_info(path: Path, root: Path | None = None) -> ProcInfo | None:
+    """A pid file's record; None when missing or damaged (read without following a symlink)."""
     try:
-        return ProcInfo(**json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return _parse_pidfile(read_file(path, root=path.parent if root is None else root, limit=1 << 16))
+    except StageflowError:
         return None
 
 
@@ -971,12 +1030,28 @@ def _ancestor_in(proc: object, pids: set[int]) -> bool:
         return False
 
 
-def _pid_from_file(path: Path) -> int | None:
+def _pid_from_file(path: Path, root: Path | None = None) -> int | None:
     try:
-        pid = int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        raw = read_file(path, root=path.parent if root is None else root, limit=64)
+        pid = int((raw or b"").strip())
+    except (StageflowError, ValueError):
         return None
-    return pid if running(pid) else None
+    return pid if 1 < pid < 1 << 22 and running(pid) else None
+
+
+def _parse_pidfile(raw: bytes | None) -> ProcInfo | None:
+    """A pid file's record, or None when absent or not a well-formed record (never guessed at)."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+        info = ProcInfo(**doc)
+    except (ValueError, TypeError):
+        return None
+    ok = (type(info.pid) is int and 1 < info.pid < 1 << 22 and isinstance(info.create_time, int | float)
+          and (info.start_ticks is None or type(info.start_ticks) is int) and isinstance(info.release, str)
+          and isinstance(info.service, str) and isinstance(info.color, str))
+    return info if ok else None
 
 
 def _terminate_group(runner: Runner, pid: int, drain: float) -> None:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stageflow.errors import OperationError
 from stageflow.masking import masker
 
 # Each entry migrates from version i to i+1; never edit a shipped entry, append a new one.
@@ -133,6 +134,10 @@ class EnvState:
     downtime: bool
 
 
+class StateDamaged(OperationError):
+    """``state.db`` cannot be read (corrupt, truncated, not SQLite, or from a newer schema)."""
+
+
 class Store:
     """Thin typed access to ``.stageflow/state.db``.
 
@@ -140,20 +145,35 @@ class Store:
     ``busy_timeout`` lets concurrent stageflow processes wait for each other instead of failing.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, memory: bool = False) -> None:
         from stageflow.fsutil import create_private, make_dirs
 
-        # Created 0600 (in a 0700 directory) before SQLite opens it; its -wal and -shm files
-        # take the database's mode. Never through a symlink.
-        make_dirs(path.parent, root=path.parent.parent)
-        create_private(path, root=path.parent.parent)
         self.path = path
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        if not memory:
+            # Created 0600 (in a 0700 directory) before SQLite opens it; its -wal and -shm files
+            # take the database's mode. Never through a symlink.
+            make_dirs(path.parent, root=path.parent.parent)
+            create_private(path, root=path.parent.parent)
+        self.db = sqlite3.connect(":memory:" if memory else path, timeout=30, isolation_level=None,
+                                  check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=30000")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise StateDamaged(
+                f"{path}: not a readable stageflow state database ({exc})",
+                hint="move it aside (history is lost) and stageflow starts a new one",
+            ) from None
+
+    @classmethod
+    def empty(cls, path: Path) -> Store:
+        """An empty store in memory, for read-only commands in a project with no ``path`` yet:
+        they see a project never deployed, and create nothing on disk."""
+        return cls(path, memory=True)
 
     def close(self) -> None:
         """Close the connection."""

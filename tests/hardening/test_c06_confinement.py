@@ -1,0 +1,66 @@
+"""Class 6: env files and generated files stay inside the app; symlinked env files are refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.hardening.support import Bait, one_clear_line, run
+from tests.support.compose import write_practika_project
+
+
+def _env_file_setting(root: Path, env: str, value: str) -> None:
+    cfg = yaml.safe_load((root / "stageflow.yml").read_text())
+    cfg["environments"][env]["env_file"] = value
+    (root / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+@pytest.mark.parametrize("value", ["../elsewhere/.env", "../../.env.stolen", "sub/../../outside.env",
+                                   "/tmp/stageflow-hostile-{n}.env"])
+def test_env_file_paths_leaving_the_app_are_refused(tmp_path: Path, value: str) -> None:
+    value = value.replace("{n}", str(os.getpid()))
+    root = write_practika_project(tmp_path / "w" / "app")
+    _env_file_setting(root, "dev", value)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    for args in (("config", "setup"), ("config", "generate", "dev"), ("status", "dev"),
+                 ("config", "validate", "dev", "--no-django-check"), ("config", "compose", "dev")):
+        proc = run(root, *args)
+        assert proc.returncode in (1, 2), (args, proc.stdout, proc.stderr)
+        out = proc.stderr + proc.stdout
+        assert "environments.dev.env_file" in out and "leaves the app" in out
+        assert "Traceback" not in proc.stderr
+    assert not Path(value).is_absolute() or not Path(value).exists()
+    after = sorted(str(p) for p in tmp_path.rglob("*") if "/.stageflow" not in str(p) and "/logs" not in str(p))
+    assert [p for p in after if p not in before] == []
+
+
+def test_a_symlinked_env_file_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    root = write_practika_project(tmp_path / "app")
+    bait = Bait.plant(tmp_path / "outside", "secrets.env")
+    bait.path.write_text('SECRET_KEY="outside-secret-0123456789abcdef"\n')
+    bait = Bait(bait.path, bait.path.read_bytes(), bait.mode)
+    (root / ".env.staging").unlink()
+    os.symlink(bait.path, root / ".env.staging")
+    for args in (("config", "setup"), ("config", "generate", "staging"), ("status", "staging"),
+                 ("config", "validate", "staging", "--no-django-check")):
+        proc = run(root, *args)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode in (1, 2), (args, out)
+        assert ".env.staging is a symbolic link" in out and "Traceback" not in out
+        assert "outside-secret" not in out
+    assert (root / ".env.staging").is_symlink()
+    bait.untouched()
+
+
+def test_an_env_file_in_a_symlinked_directory_is_refused(tmp_path: Path) -> None:
+    root = write_practika_project(tmp_path / "app")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, root / "conf")
+    _env_file_setting(root, "dev", "conf/.env.dev")
+    for args in (("config", "generate", "dev"), ("status", "dev")):
+        one_clear_line(run(root, *args), 2, "conf is a symbolic link")
+    assert list(outside.iterdir()) == []
