@@ -8,106 +8,30 @@ to the previous image with the data intact, and the seed's recovery lines work o
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from tests.support.app import STAGEFLOW, git
+from tests.support.app import STAGEFLOW
 from tests.support.docker import DockerImages, docker, docker_images  # noqa: F401
 from tests.support.load import Load
-from tests.support.nginx import free_port
+from tests.support.stack import Stack, make_stack
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "practika"
 ENVS = ("staging", "production")
-PROJECT = f"pk{uuid.uuid4().hex[:8]}"
-
-
-@dataclass
-class Stack:
-    root: Path
-    ports: dict[str, int]
-    outputs: list[str] = field(default_factory=list)
-
-    def sf(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-        env.pop("STAGEFLOW_MASTER_KEY", None)
-        proc = subprocess.run([str(STAGEFLOW), *args], cwd=self.root, capture_output=True, text=True, env=env,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-        self.outputs += [proc.stdout, proc.stderr]
-        if check and proc.returncode != 0:
-            raise AssertionError(f"stageflow {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def status(self) -> dict[str, dict[str, Any]]:
-        return {row["env"]: row for row in json.loads(self.sf("status", "--json").stdout)}
-
-    def last_deployment(self, env: str) -> dict[str, Any]:
-        rows: list[dict[str, Any]] = json.loads(self.sf("history", env, "--json", "--limit", "1").stdout)
-        return rows[0]
-
-    def get(self, env: str, path: str = "/health/") -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.ports[env]}{path}", timeout=10)
-
-    def commit(self, message: str) -> None:
-        git(self.root, "add", "-A")
-        git(self.root, "commit", "-qm", message)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, docker_images: DockerImages) -> Iterator[Stack]:  # noqa: F811
-    root = tmp_path_factory.mktemp("compose") / "practika"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "data"))
-    ports = {env: free_port() for env in ENVS}
-    data: dict[str, Any] = yaml.safe_load((root / "stageflow.yml").read_text())
-    # A project name of its own: the engine is shared by every test run on this machine.
-    data["project"] = PROJECT
-    data["database"] = {"engine": "postgres", "name": "practica_{env}", "user": "practica",
-                        "password": "${POSTGRES_PASSWORD}"}
-    data["cache"] = {"engine": "redis"}
-    data["services"]["backend"]["health"]["deadline"] = "90s"
-    data["environments"] = {
-        env: {"runtime": "compose", "url": f"http://127.0.0.1:{ports[env]}", "images": docker_images.overrides(),
-              "required": ["SECRET_KEY"], "watch": "3s", "drain": "3s",
-              # Staging without basic auth (the load probes carry no password); production here is
-              # plain http on loopback, which `config validate` rightly refuses for production.
-              **({"proxy": {"basic_auth": False}} if env == "staging" else {"skip_checks": ["config"]})}
-        for env in ENVS
-    }
-    data["promotion"] = list(ENVS)
-    (root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
-    s = Stack(root, ports)
-    for env in ENVS:
-        # What the configuration manager writes for a compose environment (service names as hosts).
-        s.sf("config", "generate", env)
-    # The upstream is runtime state (a cutover rewrites it); everything else generated is committed.
-    with open(root / ".gitignore", "a") as fh:
-        fh.write("deploy/nginx/*/upstream-*.conf\n")
-    git(root, "init", "-q")
-    for env in ENVS:
-        s.sf("config", "compose", env)
-        s.sf("config", "nginx", env)
-    s.commit("Practika on compose")
+    s = make_stack(tmp_path_factory.mktemp("compose"), docker_images, ENVS)
     yield s
-    for env in ENVS:
-        s.sf("down", env, check=False)
-        project = f"{PROJECT}-{env}"
-        docker("compose", "-p", project, "down", "-v", "--remove-orphans", "-t", "1", timeout=180)
-    docker("image", "rm", "-f", *[line for line in docker("images", "--format", "{{.Repository}}:{{.Tag}}")
-                                   .stdout.split() if line.startswith((f"{PROJECT}/", f"{PROJECT}-"))], timeout=120)
+    s.teardown()
 
 
 def _image_ids(row: dict[str, Any]) -> set[str]:
@@ -161,9 +85,8 @@ def test_unhealthy_release_is_rolled_back_without_failed_requests(stack: Stack) 
     dep = stack.last_deployment("production")
     names = [s["name"] for s in dep["steps"]]
     assert dep["outcome"] == "failed" and "rollback" in names
-    leftover = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}-production",
-                      "--filter", "label=com.docker.compose.service=backend", "--format", "{{.Names}}")
-    assert len(leftover.stdout.split()) == 1, leftover.stdout  # the failed release's container is gone
+    leftover = stack.web_containers("production")
+    assert len(leftover) == 1, leftover  # the failed release's container is gone
     health.write_text(health.read_text().replace("\nHEALTHY = False\n", "\nHEALTHY = True\n", 1))
     stack.commit("fix health")
 
@@ -209,8 +132,7 @@ def test_kill_9_mid_deploy_next_deploy_recovers_without_stray_containers(stack: 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # kill it once its new container exists
-        names = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}-production",
-                       "--filter", "label=com.docker.compose.service=backend", "--format", "{{.Names}}").stdout.split()
+        names = stack.web_containers("production")
         if len(names) > 1 or proc.poll() is not None:
             break
         time.sleep(0.3)
@@ -221,6 +143,19 @@ def test_kill_9_mid_deploy_next_deploy_recovers_without_stray_containers(stack: 
     assert load.failures == [], load.failures[:5]
     st = stack.status()["production"]
     assert st["healthy"] and st["mismatch"] is None
-    names = docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}-production",
-                   "--filter", "label=com.docker.compose.service=backend", "--format", "{{.Names}}").stdout.split()
+    names = stack.web_containers("production")
     assert len(names) == 1, names
+
+
+def test_rolling_restart_and_logs(stack: Stack) -> None:
+    before = stack.status()["production"]
+    with Load(stack.ports["production"], max_seconds=300) as load:
+        stack.sf("restart", "production", "--yes")
+    assert load.failures == [] and load.ok > 5, (load.ok, load.failures[:5])
+    after = stack.status()["production"]
+    assert after["release"] == before["release"] and after["healthy"]
+    assert _image_ids(after) == _image_ids(before)  # the same image, in new containers
+    assert stack.web_containers("production") != [c["container"] for c in
+                                                   before["services"]["backend"]["containers"]]
+    logs = stack.sf("logs", "production", "backend", "--since", "10m", "-n", "20")
+    assert "GET /health/" in logs.stdout + logs.stderr  # gunicorn's access log, through docker compose logs
