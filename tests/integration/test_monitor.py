@@ -427,3 +427,111 @@ def test_report_in_markdown_html_and_json_and_prometheus_metrics(
         metrics.close()
     assert 'stageflow_check_severity{check="http",env="dev",target="api"} 3.0' in text
     assert 'stageflow_alerts_open{env="dev",severity="critical",state="firing"} 1.0' in text
+
+
+def test_tls_days_left_of_an_https_url(tmp_path: Path, receiver: Receiver) -> None:
+    import ssl
+
+    from tests.support.nginx import self_signed_cert
+    from tests.support.postgres import free_port
+
+    port = free_port()
+    p = project(tmp_path, f"https://127.0.0.1:{port}", receiver)
+    # Where the local runtime keeps a loopback rehearsal's self-signed pair: the monitor trusts it.
+    cert, key = self_signed_cert(p.root / ".stageflow" / "tls" / "dev")
+    server = ThreadingHTTPServer(("127.0.0.1", port), Health)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        c = p.cycle(p.monitor())
+    finally:
+        server.shutdown()
+        server.server_close()
+    by = {o.check: o for o in c.observations}
+    assert by["http"].severity == "ok", by["http"].summary  # verified against the served certificate
+    assert by["tls"].severity == "critical" and by["tls"].summary == "certificate expires in 1 days"
+    assert by["tls"].threshold == 14 and by["tls"].hint == "renew the certificate"
+
+
+def test_a_deploy_silences_its_env_and_a_still_firing_alert_is_announced_after(
+        tmp_path: Path, receiver: Receiver) -> None:
+    from stageflow.deploy.lock import EnvLock
+
+    p = project(tmp_path, "http://127.0.0.1:9", receiver)
+    m = p.monitor()
+    lock = EnvLock(m.store, "dev", "tester", "stageflow deploy dev")
+    lock.acquire()
+    try:
+        for _ in range(3):
+            p.cycle(m)
+        assert receiver.received == []
+        assert [a.state for a in m.state.alerts()] == ["firing"]
+    finally:
+        lock.release()
+    p.cycle(m)
+    (msg,) = receiver.delivered()
+    assert msg["text"].startswith("[FIRING] CRITICAL dev: http public: connection refused")
+    notes = [r["note"] for r in m.state.history(0) if r["transition"] == "silenced"]
+    assert notes and set(notes) == {"dev is being deployed"}
+
+
+def test_postgres_long_transaction_and_redis_memory(
+        tmp_path: Path, app_server: str, receiver: Receiver, postgres_server: PostgresServer,
+        redis_server: RedisServer) -> None:
+    postgres_server.create_database("mon_dev", "mon_user", DB_PASSWORD)
+    p = project(tmp_path, app_server, receiver, extra={
+        "database": {"engine": "postgres", "name": "mon_{env}", "user": "mon_user", "password": DB_PASSWORD,
+                     "host": "127.0.0.1", "port": postgres_server.port},
+        "cache": {"engine": "redis", "url": redis_server.url()},
+        "monitoring": {"consecutive": 1, "thresholds": {"long_transaction_s": {"warning": 1},
+                                                         "redis_memory": {"warning": 10}}}})
+    client = redis_server.client()
+    client.config_set("maxmemory", str(4 * 2**20))
+    client.set("k", "x" * 2**20)
+    # As the app's own role: PostgreSQL shows a role the transactions of its own sessions only
+    # (or all of them with pg_read_all_stats).
+    with postgres_server.connect("mon_dev", user="mon_user", password=DB_PASSWORD) as conn:
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1")
+        time.sleep(1.5)  # a transaction left open, as a stuck worker would
+        c = p.cycle(p.monitor())
+    by = {o.check: o for o in c.observations}
+    assert by["long_transaction"].severity == "warning" and by["long_transaction"].value is not None
+    assert by["long_transaction"].value >= 1.4
+    assert by["redis_memory"].severity == "warning" and by["redis_memory"].summary.endswith("of 4 MB (" +
+                                                                                           f"{by['redis_memory'].value:.0f}%)")
+    assert "connections" in by["db_connections"].summary and by["postgres"].summary.startswith("up, SELECT 1 in")
+    assert sorted(m["text"].split(":")[1].strip().split()[0] for m in receiver.delivered()) == [
+        "long_transaction", "redis_memory"]
+
+
+def test_the_wrapper_script_and_alerts_json(tmp_path: Path, receiver: Receiver) -> None:
+    import json
+
+    calm = {"monitoring": {"consecutive": 1,
+                           "thresholds": {k: {"warning": 99.9} for k in ("cpu", "memory", "disk")}}}
+    p = project(tmp_path, "http://127.0.0.1:9", receiver, extra=calm)
+    env = {**os.environ, "STAGEFLOW": str(STAGEFLOW), "SLACK_WEBHOOK": receiver.url + "/slack"}
+    script = Path(__file__).resolve().parents[2] / "scripts" / "monitoring-system.sh"
+    run = subprocess.run([str(script), "env", "dev"], cwd=p.root, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1 and "connection refused" in run.stdout, run.stdout + run.stderr
+    (msg,) = receiver.wait_for(1)
+    assert msg["text"].startswith("[FIRING] CRITICAL dev: http public")
+    out = subprocess.run([str(script), "alerts", "--json"], cwd=p.root, env=env, capture_output=True, text=True,
+                         timeout=60)
+    doc = json.loads(out.stdout)
+    # (this shared machine's host CPU may warn too: only the dev env is asserted)
+    assert [(a["fingerprint"], a["state"], a["severity"]) for a in doc["active"] if a["env"] == "dev"] == [
+        ("dev/http/public", "firing", "critical")]
+    assert doc["last_24h"]["fired_by_severity"]["critical"] == 1 and doc["outbox"] == {"pending": 0, "failed": []}
+    text = subprocess.run([str(script), "alerts"], cwd=p.root, env=env, capture_output=True, text=True, timeout=60)
+    assert text.stdout.splitlines()[1].split()[:5] == ["CRITICAL", "firing", "dev", "http", "public"]
+    report = subprocess.run([str(script), "report", "dev", "--format", "html", "-o", str(tmp_path / "r.html")],
+                            cwd=p.root, env=env, capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0 and (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    bad = subprocess.run([str(script), "report", "dev", "--format", "pdf"], cwd=p.root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown report format 'pdf' (use md, html or json)"

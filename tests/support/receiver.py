@@ -109,7 +109,7 @@ def start_receiver() -> Receiver:
     """A running receiver on a free loopback port (stop with ``server.shutdown()``)."""
     rec = Receiver(server=ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler))
     rec.server.RequestHandlerClass = _handler(rec)
-    threading.Thread(target=rec.server.serve_forever, daemon=True).start()
+    threading.Thread(target=rec.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return rec
 
 

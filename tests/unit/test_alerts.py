@@ -314,3 +314,52 @@ def test_the_outbox_never_takes_one_message_twice(state: MonitorState) -> None:
     assert len(state.outbox()) == 2
     with pytest.raises(sqlite3.IntegrityError):
         state.db.execute("INSERT INTO monitor_leader VALUES (2, 'h', 1, 1, 0, 0)")
+
+
+def test_samples_are_downsampled_hourly_and_dropped_after_retention(state: MonitorState) -> None:
+    now = 10 * 86400.0
+    with state.tx():
+        for minute in range(0, 120, 10):  # two hours of samples, 3 days ago
+            state.add_samples("dev", now - 3 * 86400 + minute * 60, [("response_ms", "public", float(minute))])
+        state.add_samples("dev", now - 40 * 86400, [("response_ms", "public", 1.0)])
+        state.add_samples("dev", now - 60, [("response_ms", "public", 7.0)])
+    assert state.downsample(now, raw_retention=2 * 86400, retention=30 * 86400) == 13
+    got = state.samples("dev", "response_ms", now - 31 * 86400, now + 1)
+    # Hourly means of the old samples (0..50 → 25, 60..110 → 85), then the recent raw one.
+    assert [v for _, _, v in got] == [25.0, 85.0, 7.0]
+    rows = list(state.db.execute("SELECT n, low, high FROM samples_hourly ORDER BY hour"))
+    assert [tuple(r) for r in rows] == [(6, 0.0, 50.0), (6, 60.0, 110.0)]
+
+
+def test_routing_by_environment_severity_and_deploy_event() -> None:
+    from stageflow.alerts.deploys import event_name
+    from stageflow.alerts.notifiers import routes
+    from stageflow.config.models import Route
+
+    prod_critical = Route(environments=["production"], min_severity="critical", events=["failed"])
+    alert = dataclasses.replace(firing(), severity="warning")
+    assert not routes(prod_critical, alert)
+    assert routes(prod_critical, firing())
+    assert not routes(prod_critical, dataclasses.replace(firing(), env="staging"))
+    deploy = Message(kind="deploy", env="production", severity="info", title="x", deploy={"status": "deployed"})
+    assert not routes(prod_critical, deploy)
+    assert routes(prod_critical, dataclasses.replace(deploy, deploy={"status": "failed"}))
+    assert routes(Route(environments=["staging"], deploy_environments=["production"]), deploy)
+    assert [event_name(k, o) for k, o in [("deploy", "succeeded"), ("promote", "succeeded"),
+                                          ("rollback", "succeeded"), ("promote", "failed")]] == [
+        "deployed", "promoted", "rolled_back", "failed"]
+
+
+def test_damaged_outbox_rows_are_set_aside(state: MonitorState, receiver: Receiver) -> None:
+    clock = Clock()
+    queue(state, "good", clock.now)
+    with state.tx():
+        state.db.execute("INSERT INTO outbox (created_at, due_at, notifier, env, kind, dedup_key, message) "
+                         "VALUES (?, ?, 'webhook:0', 'dev', 'firing', 'bad1', '{not json')", (clock.now, clock.now))
+        state.db.execute("INSERT INTO outbox (created_at, due_at, notifier, env, kind, dedup_key, message) "
+                         "VALUES (?, ?, 'webhook:0', 'dev', 'firing', 'bad2', '{\"ts\": \"x\", \"kind\": 3}')",
+                         (clock.now, clock.now))
+    drain(state, receiver, clock)
+    assert [b["fingerprint"] for b in receiver.delivered()] == ["good"]
+    assert [(r["dedup_key"], r["status"]) for r in state.outbox()] == [
+        ("good", "delivered"), ("bad1", "failed"), ("bad2", "failed")]

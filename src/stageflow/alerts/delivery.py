@@ -117,12 +117,19 @@ class Delivery:
         gap = self.min_gap - (self.clock() - self._last_sent.get(notifier.name, -1e9))
         if gap > 0:
             await self.sleep(gap)
-        if len(group) == 1:
-            message = Message.from_dict(group[0].message)
-        else:
-            message = digest_message([Message.from_dict(r.message) for r in group], self.clock())
         ids = [r.id for r in group]
-        result = await notifier.send(self.client, notifier.build_payload(message))
+        try:
+            if len(group) == 1:
+                message = Message.from_dict(group[0].message)
+            else:
+                message = digest_message([Message.from_dict(r.message) for r in group], self.clock())
+            payload = notifier.build_payload(message)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # Rows read back from disk may be damaged: set them aside rather than stop delivering.
+            self.state.failed(ids, f"damaged message: {type(exc).__name__}: {exc}"[:200])
+            report.failed += len(ids)
+            return
+        result = await notifier.send(self.client, payload)
         now = self.clock()
         self._last_sent[notifier.name] = now
         kind = classify(result)

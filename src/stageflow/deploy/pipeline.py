@@ -23,7 +23,7 @@ from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
 from stageflow.errors import LockHeldError, OperationError, UsageError
-from stageflow.fsutil import inside, make_dirs
+from stageflow.fsutil import inside, make_dirs, narrow_mode
 from stageflow.masking import masker
 from stageflow.runtimes import runtime_for
 from stageflow.runtimes.base import Placement, Runtime
@@ -278,8 +278,8 @@ def plan(ctx: EnvContext, rt: Runtime, current: str | None, placement: Placement
             Step("release", f"build {target} (git archive) {rt.describe('prepare', new)}", "prepare"),
         ]
         svc = ctx.config.web_service[1]
-        if svc.release:
-            steps.append(Step("migrate", f"release command: {svc.release}", "prepare"))
+        steps.append(Step("migrate", f"release command: {svc.release}" if svc.release else "no release command",
+                          "prepare"))
     else:
         steps += [
             Step("preflight", ", ".join(pf.CHECK_NAMES), "prepare"),
@@ -546,6 +546,11 @@ class _Apply:
         s.detail = cmd or "no release command"
         if cmd is None:
             s.outcome = "skipped"
+        if db.engine == "sqlite":
+            # The app made it under its umask; it holds the app's data: 0600, like its -wal/-shm.
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                p = sqlite_path.with_name(sqlite_path.name + suffix)
+                narrow_mode(p, 0o600, root=self.ctx.root if inside(self.ctx.root, p) else None)
 
     def start(self, s: StepHandle) -> None:
         assert self.release is not None and self.rdir is not None

@@ -259,6 +259,9 @@ class Monitor:
                 if ca not in contexts:
                     # One TLS context per trust root for the monitor's life: loading CAs costs ~30 ms each time.
                     contexts[ca] = ssl.create_default_context(cafile=str(ca) if ca else None)
+                    if ca:
+                        # The certificate served is the trust anchor itself (a self-signed rehearsal one).
+                        contexts[ca].verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
                 pool.append(httpx.AsyncClient(
                     verify=contexts[ca], follow_redirects=False, headers={"User-Agent": "stageflow-monitor"},
                     limits=httpx.Limits(max_connections=LANE, max_keepalive_connections=LANE)))

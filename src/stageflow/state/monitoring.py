@@ -267,10 +267,22 @@ class MonitorState:
                      f"claimed_until < ? OR claimed_by = ? OR claimed_by IN ({marks})) AND notifier IN ({names}) "
                      "ORDER BY id LIMIT ?")
             rows = list(db.execute(query, (now, now, claimer, *reclaimable, *notifiers, limit)))
+            out, damaged = [], []
+            for r in rows:
+                try:
+                    message = json.loads(r["message"])
+                    if not isinstance(message, dict):
+                        raise ValueError("not an object")
+                    out.append(OutboxRow(r["id"], r["notifier"], r["env"], r["kind"], message, int(r["attempts"]),
+                                         float(r["created_at"])))
+                except (ValueError, TypeError):
+                    damaged.append(r["id"])
             db.executemany("UPDATE outbox SET claimed_by=?, claimed_until=? WHERE id=?",
-                           [(claimer, now + lease, r["id"]) for r in rows])
-        return [OutboxRow(r["id"], r["notifier"], r["env"], r["kind"], json.loads(r["message"]), r["attempts"],
-                          r["created_at"]) for r in rows]
+                           [(claimer, now + lease, r.id) for r in out])
+            # A row that no longer parses (a damaged state file) is set aside, never retried forever.
+            db.executemany("UPDATE outbox SET status='failed', last_error='damaged row: not valid JSON' WHERE id=?",
+                           [(i,) for i in damaged])
+        return out
 
     def claimers(self) -> list[str]:
         """Who holds claims right now."""
