@@ -182,23 +182,25 @@ class ComposeRuntime:
         return self.serving()
 
     def settle_release_command(self, wait: float) -> str | None:
-        """A one-off release container left by a killed deploy: let it finish, then remove it."""
-        r = self._run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={self.project}",
+        """A one-off release container left by a killed deploy: let a running one finish, then remove
+        them all (one killed between create and start never runs, and ``--rm`` never removes it)."""
+        r = self._run(["docker", "ps", "-a", "--format", "{{.ID}} {{.State}}",
+                       "--filter", f"label=com.docker.compose.project={self.project}",
                        "--filter", "label=com.docker.compose.oneoff=True",
                        "--filter", f"name={self.project}-release-"], "docker ps", check=False, timeout=60)
-        left = r.stdout.split() if r.ok else []
-        if not left:
+        rows = [line.split() for line in r.stdout.splitlines() if len(line.split()) == 2] if r.ok else []
+        if not rows:
             return None
-        try:
-            done = self._run(["docker", "wait", *left], "docker wait", check=False, timeout=wait).ok
-        except OperationError:  # timed out
-            done = False
-        if not done:
-            self._run(["docker", "rm", "-f", *left], "docker rm", check=False, timeout=60)
-            outcome = f"stopped it after waiting {wait:.0f}s"
-        else:
-            outcome = "waited for it to finish"
-        return f"the release command container of an interrupted deploy was still running: {outcome}"
+        running = [cid for cid, state in rows if state in ("running", "restarting")]
+        outcome = "removed it (it never ran)"
+        if running:
+            try:
+                done = self._run(["docker", "wait", *running], "docker wait", check=False, timeout=wait).ok
+            except OperationError:  # timed out
+                done = False
+            outcome = "waited for it to finish" if done else f"stopped it after waiting {wait:.0f}s"
+        self._run(["docker", "rm", "-f", *[cid for cid, _ in rows]], "docker rm", check=False, timeout=60)
+        return f"the release command container of an interrupted deploy was left behind: {outcome}"
 
     def alive(self, placement: Placement) -> bool:
         """Some container of the placement runs."""
