@@ -544,6 +544,8 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
             j.note("rollback", "ok", f"{release} stopped; " + (
                 f"{old_release} keeps serving" if old_alive else "nothing was serving before"))
         rt.stop(new_color, 2.0)
+        if not cut_over:  # refused before traffic moved (bad input at the cutover): nothing to keep
+            discard_new()
         store.finish_deployment(dep_id, "failed", str(exc), downtime)
         raise
 
