@@ -497,6 +497,8 @@ class _Apply:
                 j.note("rollback", "ok", f"{self.release} stopped; " + (
                     f"{self.old_release} keeps serving" if self.old_alive else "nothing was serving before"))
             rt.stop(self.new, 2.0)
+            if not self.cut_over:  # refused before traffic moved (bad input at the cutover): nothing to keep
+                self.discard_new()
         else:
             return
         self.store.finish_deployment(self.dep_id, "failed", str(exc), self.downtime)
