@@ -16,6 +16,9 @@ if [ "$dev" = 1 ]; then
   have pg_dump || need_pkgs+=(postgresql-client)
   have openssl || need_pkgs+=(openssl)
   have docker || need_pkgs+=(docker.io)
+  # the generated workflow's Slack step is run for real by the tests
+  have jq || need_pkgs+=(jq)
+  have curl || need_pkgs+=(curl)
   have dockerd || need_pkgs+=(docker.io)
   have debootstrap || need_pkgs+=(debootstrap)   # scripts/docker-env.sh builds the test images with it
   # bench/bench_monitor.py runs Prometheus and its blackbox prober next to the monitor

@@ -188,3 +188,52 @@ def test_refuses_to_write_through_a_symlink(app: Path, tmp_path: Path) -> None:
     proc = generate(app)
     assert proc.returncode == 2 and "symbolic link" in proc.stderr, proc.stderr
     assert not list(outside.iterdir())
+
+
+class SlackStandIn:
+    """A loopback receiver answering like Slack's incoming webhooks: 200 "ok", or 404 "no_service"."""
+
+    def __init__(self, status: int) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.received: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                outer.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                body = b"ok" if status == 200 else b"no_service"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/x"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.mark.parametrize("status", [200, 404])
+def test_slack_step_reports_the_outcome_and_fails_when_slack_rejects_it(app: Path, status: int) -> None:
+    for name in ("bash", "jq", "curl"):
+        if shutil.which(name) is None:
+            pytest.fail(f"{name} is needed to run the generated Slack step (GitHub's runners have it)")
+    assert generate(app).returncode == 0
+    step = load(app)["jobs"]["notify"]["steps"][0]
+    slack = SlackStandIn(status)
+    try:
+        env = {"PATH": os.environ["PATH"], "SLACK_WEBHOOK_URL": slack.url,
+               "NEEDS": json.dumps({"build": {"result": "success"}, "security": {"result": "failure"}}),
+               "REPOSITORY": "acme/shop", "SHA": "0123456789abcdef", "REF_NAME": "main",
+               "RUN_URL": "https://github.invalid/acme/shop/actions/runs/7"}
+        # GitHub runs `run:` scripts with `bash -e {0}`.
+        proc = subprocess.run(["bash", "-e", "-c", step["run"]], env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        slack.server.shutdown()
+        slack.server.server_close()
+    assert slack.received == [{"text": "CI/CD failed: acme/shop@0123456 (main) https://github.invalid/acme/shop/actions/runs/7"}]
+    assert (proc.returncode == 0) == (status == 200), proc.stdout + proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -209,8 +210,9 @@ def test_cpu_burn_warns_after_the_for_duration_and_a_flapping_burn_sends_nothing
                        "environments": {"dev": {"thresholds": {"cpu": {"warning": 3}}}}}})
     ctx = load_env_context(p.root, "dev", p.environ)
     rt = LocalRuntime(ctx, Runner())
-    release = tmp_path / "release"
-    release.mkdir()
+    # Inside the app root: the runtime only ever signals processes that run from there.
+    release = p.root / ".stageflow" / "releases" / "r1"
+    release.mkdir(parents=True)
     procs = rt.start(release, "r1", "blue", None)
     burner = next(x for x in procs if x.service == "burner")
     try:
@@ -235,7 +237,11 @@ def test_cpu_burn_warns_after_the_for_duration_and_a_flapping_burn_sends_nothing
         value = next(f["value"] for f in msg["attachments"][0]["fields"] if f["title"] == "Value")
         assert value.endswith("(threshold 3%)")
     finally:
-        rt.stop("blue", 2.0)
+        os.killpg(burner.pid, signal.SIGCONT)
+        assert rt.stop("blue", 2.0) == 2
+        for x in procs:  # never leave a burner behind on a shared machine, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(x.pid, signal.SIGKILL)
 
 
 TRACEBACK = textwrap.dedent("""\

@@ -240,3 +240,19 @@ def test_hadolint_reads_dockerfiles(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM python:3.11\nADD . /app\n")
     report = run_scan(ScanTarget(root=tmp_path, workdir=tmp_path), runner=Runner(), only=["hadolint"])
     assert [(f.rule, f.severity, f.location) for f in report.findings] == [("DL3020", "medium", "Dockerfile:2")]
+
+
+def test_ruff_noqa_for_the_same_check_accepts_a_bandit_finding(tmp_path: Path) -> None:
+    require("bandit")
+    from stageflow.runner import Runner
+    from stageflow.security.scan import run_scan
+
+    (tmp_path / "tasks.py").write_text(
+        "import subprocess\n"
+        "subprocess.call('ls', shell=True)  # noqa: S602 - a constant command\n"
+        "subprocess.call(input(), shell=True)  # noqa: E501\n"
+    )
+    report = run_scan(ScanTarget(root=tmp_path, workdir=tmp_path), runner=Runner(), only=["bandit"])
+    b602 = {f.location: f.accepted for f in report.findings if f.rule == "B602"}
+    assert b602 == {"tasks.py:2": "# noqa: S602 at line 2 (reviewed in the code)", "tasks.py:3": None}
+    assert report.failed  # the unreviewed one is high

@@ -25,7 +25,7 @@ from stageflow.deploy.lock import EnvLock
 from stageflow.deploy.probe import probe_url, proxy_prober, svc_health
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
 from stageflow.errors import LockHeldError, OperationError, UsageError
-from stageflow.fsutil import inside, make_dirs
+from stageflow.fsutil import inside, make_dirs, narrow_mode
 from stageflow.masking import masker
 from stageflow.runtimes.local import LocalRuntime, other_color
 from stageflow.workspace import Workspace
@@ -476,6 +476,11 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
             s.detail = cmd or "no release command"
             if cmd is None:
                 s.outcome = "skipped"
+            if db.engine == "sqlite":
+                # The app made it under its umask; it holds the app's data: 0600, like its -wal/-shm.
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    p = sqlite_path.with_name(sqlite_path.name + suffix)
+                    narrow_mode(p, 0o600, root=ctx.root if inside(ctx.root, p) else None)
 
     downtime = False
     if nginx is None and old_alive:
@@ -539,6 +544,8 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
             j.note("rollback", "ok", f"{release} stopped; " + (
                 f"{old_release} keeps serving" if old_alive else "nothing was serving before"))
         rt.stop(new_color, 2.0)
+        if not cut_over:  # refused before traffic moved (bad input at the cutover): nothing to keep
+            discard_new()
         store.finish_deployment(dep_id, "failed", str(exc), downtime)
         raise
 

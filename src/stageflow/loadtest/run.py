@@ -7,6 +7,7 @@ summary (``.stageflow/reports/loadtest-<env>.json``) feeds both the performance 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -124,9 +125,7 @@ def run_loadtest(ctx: EnvContext, opts: LoadOptions, *, runner: Runner, memory: 
         f"{'k6' if use_k6 else 'the Python engine (k6 is not installed)' if engine == 'auto' else 'the Python engine'}")
     started = datetime.now(UTC).isoformat(timespec="seconds")
     sampler = _Sampler(memory) if memory is not None else None
-    if sampler:
-        sampler.__enter__()
-    try:
+    with sampler or contextlib.nullcontext():
         if use_k6 and k6 is not None:
             summary = _run_k6(k6, script, plan, ctx, runner)
         else:
@@ -135,15 +134,17 @@ def run_loadtest(ctx: EnvContext, opts: LoadOptions, *, runner: Runner, memory: 
             with httpx.Client(verify=_verify(ctx), follow_redirects=False,
                               limits=httpx.Limits(max_connections=plan.concurrency)) as client:
                 summary = summarize(run_load(plan, client=client), plan)
-    finally:
-        if sampler:
-            sampler.__exit__(None, None, None)
     summary.update({"env": ctx.name, "started_at": started, "k6_script": str(script.relative_to(ctx.root))})
     summary["memory"] = sampler.figures() if sampler else None
     if summary["requests"] == 0:
         raise OperationError(f"load test of {ctx.name} made no requests", hint=f"is {ctx.env.url} up?")
     out = report_path(ctx.root, ctx.name)
     write_file(out, json.dumps(summary, indent=2) + "\n", root=ctx.root)
+    statuses = summary.get("statuses") or {}
+    if statuses and not any(k.isdigit() for k in statuses):
+        # Not one answer: the figures describe a missing server, not a slow one.
+        raise OperationError(f"load test of {ctx.name}: no request got an answer ({', '.join(statuses)})",
+                             hint=f"is {ctx.name} deployed and {ctx.env.url} reachable?")
     return summary
 
 

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,6 @@ from stageflow.alerts.rules import SENT, Timing, incident_duration, step
 from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
 from stageflow.monitor.checks import Check
 from stageflow.monitor.checks.logs import Cursor
-from stageflow.monitor.checks.system import HOST
 from stageflow.monitor.resources import MonitorSource
 from stageflow.monitor.thresholds import VARIABLES, Limits, check_variables, thresholds_for
 from stageflow.state.monitoring import AlertRow, MonitorState, Transition
@@ -288,8 +287,13 @@ class Monitor:
                 return w.timing
         return self.host_timing
 
-    def commit(self, observations: list[Observation], now: float, readers: list[Any] = ()) -> list[stages.Notice]:  # type: ignore[assignment]
-        """Step every alert, pass the notices through the stages into the outbox, save samples."""
+    def commit(self, observations: list[Observation], now: float,
+               readers: Sequence[Any] = ()) -> list[stages.Notice]:
+        """Step every alert, pass the notices through the stages into the outbox, save samples.
+
+        ``readers`` are the log checks of the cycle: their cursors are saved in the same transaction,
+        so lines counted once are never counted again, even after a crash.
+        """
         st = self.state
         with st.tx():
             record = stages.history_recorder(st, now)
@@ -397,7 +401,3 @@ async def deliver(state: MonitorState, notifiers: list[Notifier], config: Projec
             with contextlib.suppress(Exception):
                 await http.aclose()
 
-
-def host_name() -> str:
-    """The pseudo-environment of host-wide checks."""
-    return HOST

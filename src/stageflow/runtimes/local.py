@@ -32,7 +32,7 @@ from stageflow.commands import nginx as nginx_cmd
 from stageflow.config.loader import EnvContext
 from stageflow.contexts import host_port, nginx_token
 from stageflow.errors import ConfigError, OperationError, StageflowError
-from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
+from stageflow.fsutil import allow_traverse, create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
 from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, is_ours, proc_stat, running
@@ -332,6 +332,8 @@ http {{
             raise OperationError("point_proxy needs nginx")
         root = self.ctx.root
         make_dirs(self.nginx_dir / "tmp", root=root)
+        if os.geteuid() == 0:
+            allow_traverse(self.nginx_dir / "tmp", root=root)  # its workers run as nobody
         for log in ("access.log", "error.log"):  # nginx would create them world-readable
             create_private(self.nginx_dir / log, root=root)
         conf = self._nginx_conf()
@@ -711,7 +713,7 @@ http {{
         """True when something listens on ``port`` at the listen host."""
         import socket
 
-        with socket.socket() as s:
+        with socket.socket(socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET) as s:
             s.settimeout(0.5)
             return s.connect_ex((self.listen_host, port)) == 0
 

@@ -140,11 +140,19 @@ def pyproject_security(root: Path) -> Security | None:
 def _nginx_sites(root: Path) -> dict[str, dict[str, str]]:
     """Every environment's generated site, as ``config nginx`` would write it (no files touched)."""
     from stageflow.config.loader import load_project
+    from stageflow.errors import StageflowError
     from stageflow.generate.nginx import default_upstream_servers, render_site, site_options
 
     config = load_project(root)
-    out = {}
+    out, errors = {}, []
     for env in config.environments:
-        opts = site_options(config, env, root=root)
+        try:
+            opts = site_options(config, env, root=root)
+        except StageflowError as exc:
+            errors.append(f"{env}: {exc}")
+            continue
         out[env] = render_site(opts, default_upstream_servers(config, env))
+    if errors and not out:
+        # Not one environment renders: that is the config's problem to report, not "nothing to scan".
+        raise OperationError(f"cannot render the nginx config ({'; '.join(errors)})")
     return out

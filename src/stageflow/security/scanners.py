@@ -171,6 +171,25 @@ class PipAudit:
         return out
 
 
+def _ruff_noqa(target: ScanTarget, rel: str, lines: Sequence[int], test_id: str) -> str | None:
+    """The in-code acceptance of a bandit finding: ruff's ``# noqa: S<nnn>`` for the same check.
+
+    Ruff's flake8-bandit rules are bandit's checks renumbered B → S, and ``ruff check`` already makes
+    every such line carry a reviewed ``noqa``; honouring it keeps one suppression per line, not two.
+    """
+    rule = "S" + test_id.removeprefix("B")
+    try:
+        source = (target.root / rel).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for n in lines:
+        text = source[n - 1] if 0 < n <= len(source) else ""
+        m = re.search(r"#\s*noqa:([^#]*)", text)
+        if m and rule in re.findall(r"[A-Z]+\d+", m.group(1)):
+            return f"# noqa: {rule} at line {n} (reviewed in the code)"
+    return None
+
+
 #: bandit tests whose message quotes the secret they found.
 _QUOTES_SECRETS = {"B105", "B106", "B107"}
 
@@ -204,12 +223,14 @@ class Bandit:
             if r["test_id"] in _QUOTES_SECRETS:
                 # bandit quotes the password it found; a report must not repeat it.
                 text = text.split(":", 1)[0] + " (the value is not shown)"
+            lines = r.get("line_range") or [r["line_number"]]
             out.append(Finding(
                 scanner=self.name, rule=r["test_id"], severity=r["issue_severity"].lower(),
                 message=f"{text} (confidence {r['issue_confidence'].lower()})",
                 location=f"{rel}:{r['line_number']}",
                 # Keyed by the line's text, so an acceptance survives edits elsewhere in the file.
                 id=f"bandit:{r['test_id']}:{rel}:{target.line_key(rel, r['line_number'])}",
+                accepted=_ruff_noqa(target, rel, lines, r["test_id"]),
             ))
         if errors:
             target.notes["bandit"] = f"{len(errors)} file(s) could not be parsed: {errors[0].get('filename')}"

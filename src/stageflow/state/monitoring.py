@@ -295,6 +295,11 @@ class MonitorState:
             db.executemany("UPDATE outbox SET status='delivered', delivered_at=?, attempts=attempts+1, "
                            "claimed_by=NULL WHERE id=?", [(now, i) for i in ids])
 
+    def release(self, ids: Sequence[int]) -> None:
+        """Give claimed messages back untried (the drain ran out of time)."""
+        with self.tx() as db:
+            db.executemany("UPDATE outbox SET claimed_by=NULL WHERE id=?", [(i,) for i in ids])
+
     def retry_later(self, ids: Sequence[int], due: float, error: str) -> None:
         """Put messages back for another attempt at ``due``."""
         with self.tx() as db:
