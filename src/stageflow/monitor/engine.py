@@ -199,7 +199,7 @@ class Monitor:
                 access = w.source.access_log()
                 if access is not None and access.exists():
                     out.append(AccessLogCheck(ctx.name, access, lim["error_rate"], lim["response_time_ms"],
-                                              mon.min_requests, self.interval, cursors))
+                                              mon.min_requests, self.interval, cursors, now=self.clock()))
         return out
 
     @staticmethod
@@ -370,7 +370,7 @@ class Monitor:
                     st.add_samples(obs.env, now, values)
             for reader in readers:
                 for cur in reader.updated:
-                    st.set_log_cursor(cur.path, cur.inode, cur.offset, cur.kinds)
+                    st.set_log_cursor(cur.path, cur.inode, cur.offset, cur.kinds, now)
                 reader.updated.clear()
         return queued
 
