@@ -290,3 +290,41 @@ def remove_file(path: Path, *, root: Path | None) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def narrow_mode(path: Path, mode: int, *, root: Path | None) -> None:
+    """Take away every permission ``path`` has beyond ``mode`` (a file someone else created for us,
+    like the app's SQLite database); never follows a symlink, never widens, ignores a missing file."""
+    try:
+        dfd = open_dir(path.parent, root=root, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        fd = os.open(path.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError:
+        return  # missing, or a link: nothing of ours to narrow
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & ~mode:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode)
+    finally:
+        os.close(fd)
+
+
+def allow_traverse(path: Path, *, root: Path) -> None:
+    """Let other users pass through directory ``path`` and its parents below ``root`` (``--x``, never
+    read or write): nginx workers run as ``nobody`` and must reach their temp directories."""
+    base = Path(os.path.abspath(root))
+    rel = Path(os.path.relpath(os.path.abspath(path), base))
+    current = base
+    for part in rel.parts:
+        current = current / part
+        fd = open_dir(current, root=root, create=False)
+        try:
+            st = os.fstat(fd)
+            if stat.S_IMODE(st.st_mode) & 0o011 != 0o011:
+                os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o011)
+        finally:
+            os.close(fd)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from stageflow.errors import OperationError
 from stageflow.masking import masker
@@ -63,6 +64,7 @@ class Runner:
         *,
         cwd: Path | str | None = None,
         env: Mapping[str, str] | None = None,
+        inherit_env: bool = True,
         timeout: float | None = None,
         stdin_path: Path | None = None,
         stdout_path: Path | None = None,
@@ -73,11 +75,10 @@ class Runner:
 
         With ``check`` a non-zero exit raises :class:`OperationError` naming ``what``.
         ``stdout_path`` streams standard output into a file (large dumps never sit in memory).
+        ``inherit_env=False`` gives the child exactly ``env`` (plus the runner's own, e.g.
+        ``DOCKER_HOST``): an app's processes never see stageflow's environment (its master key).
         """
-        full_env = dict(os.environ)
-        full_env.update(self.env)
-        if env:
-            full_env.update(env)
+        full_env = self.child_env(env, inherit_env)
         masked = masker.mask(shlex.join(argv))
         if self.log:
             self.log(f"$ {masked}")
@@ -117,3 +118,66 @@ class Runner:
         if check and not result.ok:
             raise OperationError(f"{what or argv[0]} failed: {result.brief()}")
         return result
+
+    def child_env(self, env: Mapping[str, str] | None, inherit_env: bool = True) -> dict[str, str]:
+        """The environment a child gets: stageflow's own (unless ``inherit_env`` is off), the runner's, ``env``."""
+        full_env = dict(os.environ) if inherit_env else {}
+        full_env.update(self.env)
+        if env:
+            full_env.update(env)
+        return full_env
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | str | None,
+        env: Mapping[str, str],
+        stdout: IO[bytes],
+        what: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in the background, in a session of its own, with exactly ``env``.
+
+        Services outlive the command that started them; they get no terminal, and nothing of
+        stageflow's own environment.
+        """
+        if self.log:
+            self.log(f"$ {masker.mask(shlex.join(argv))} &")
+        try:
+            return subprocess.Popen(
+                list(argv), cwd=cwd, env=self.child_env(env, inherit_env=False), stdin=subprocess.DEVNULL,
+                stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise OperationError(f"{what or argv[0]}: command not found: {argv[0]}",
+                                 hint="install it or put it on PATH") from exc
+
+    def signal(self, pid: int, sig: int, *, group: bool = False, what: str | None = None) -> bool:
+        """Send ``sig`` to ``pid`` (its process group with ``group``); False when it is already gone.
+
+        Callers verify first that the pid is theirs (pid files are not trusted).
+        """
+        import contextlib
+        import signal as signals
+
+        if self.log:
+            self.log(f"$ kill -{signals.Signals(sig).name.removeprefix('SIG')} {'-' if group else ''}{pid}"
+                     + (f"  # {what}" if what else ""))
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+            return True
+        return False
+
+    def call(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+             inherit_env: bool = True, what: str | None = None) -> int:
+        """Run ``argv`` attached to this terminal (``exec``, ``logs -f``); return its exit code."""
+        if self.log:
+            self.log(f"$ {masker.mask(shlex.join(argv))}")
+        try:
+            return subprocess.call(list(argv), cwd=cwd, env=self.child_env(env, inherit_env))
+        except FileNotFoundError as exc:
+            raise OperationError(f"{what or argv[0]}: command not found: {argv[0]}",
+                                 hint="install it or put it on PATH") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "practika"
 def _project(root: Path, images: DockerImages, env: str, port: int) -> dict[str, Any]:
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "data"))
     data: dict[str, Any] = yaml.safe_load((root / "stageflow.yml").read_text())
+    # A project name of its own: the engine is shared by every test run on this machine.
+    data["project"] = f"pk{uuid.uuid4().hex[:8]}"
     data["database"] = {"engine": "postgres", "name": "practica_{env}", "user": "practica"}
     data["cache"] = {"engine": "redis"}
     # The example's own command, `--bind {host}:{port}`: what gunicorn gets must be a real address.

@@ -176,4 +176,7 @@ def test_deploy_keeps_absolute_links_and_never_writes_through_planted_ones(pract
     assert "upstream-dev.conf is a symbolic link" in proc.stderr and "Traceback" not in proc.stderr
     bait.untouched()
     assert practika.get("dev")[0] == 200
+    assert practika.status()["dev"]["release"] == release
+    assert sorted(p.name for p in (root / ".stageflow" / "releases").iterdir() if not p.name.startswith(".")) == [
+        release]  # the refused release was not left behind
     git(root, "status")  # the work tree is intact

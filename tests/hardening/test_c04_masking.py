@@ -56,21 +56,6 @@ def test_overlapping_secrets_leave_no_fragment() -> None:
     assert out == f"x {MASK} y"
 
 
-def test_masking_time_is_linear_in_the_text() -> None:
-    m = Masker()
-    m.extend(f"secret-value-{i:04d}" for i in range(500))
-    hostile = ["a" * 200_000, "a:" * 100_000, "x://" * 50_000, "x://a:" * 30_000 + "@", ("secret-value-" * 15_000)]
-    for text in hostile:
-        t0 = time.perf_counter()
-        m.mask(text)
-        small = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        m.mask(text * 8)
-        big = time.perf_counter() - t0
-        # Quadratic would be ~64x; allow generous noise for a shared machine.
-        assert big < max(small, 0.002) * 24, (text[:12], small, big)
-
-
 def test_big_values_do_not_stall_validate(tmp_path: Path) -> None:
     root = write_practika_project(tmp_path / "app")
     env = root / ".env.dev"

@@ -64,3 +64,27 @@ def test_an_env_file_in_a_symlinked_directory_is_refused(tmp_path: Path) -> None
     for args in (("config", "generate", "dev"), ("status", "dev")):
         one_clear_line(run(root, *args), 2, "conf is a symbolic link")
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("database", "path", "../outside/{env}.sqlite3"),
+    ("backups", "dir", "../../backups"),
+    ("releases", "venv_dir", "../venvs/{env}"),
+])
+def test_relative_config_paths_climbing_out_are_refused(tmp_path: Path, section: str, key: str, value: str) -> None:
+    from tests.support.app import git
+
+    root = write_practika_project(tmp_path / "w" / "app")
+    cfg = yaml.safe_load((root / "stageflow.yml").read_text())
+    cfg.setdefault(section, {})[key] = value
+    if section == "database":
+        cfg["database"] = {"engine": "sqlite", "path": value}
+    (root / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "x")
+    before = sorted(p.name for p in (tmp_path / "w").iterdir())
+    for args in (("deploy", "dev"), ("status", "dev"), ("backup", "create", "dev")):
+        one_clear_line(run(root, *args), 2, f"{section}.{key}", "leaves the app directory")
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == before
+    assert not (root / ".stageflow" / "releases").exists()

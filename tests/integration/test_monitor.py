@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -209,9 +210,10 @@ def test_cpu_burn_warns_after_the_for_duration_and_a_flapping_burn_sends_nothing
                        "environments": {"dev": {"thresholds": {"cpu": {"warning": 3}}}}}})
     ctx = load_env_context(p.root, "dev", p.environ)
     rt = LocalRuntime(ctx, Runner())
-    release = tmp_path / "release"
-    release.mkdir()
-    procs = rt.start(release, "r1", "blue", None)
+    # Inside the app root: the runtime only ever signals processes that run from there.
+    release = p.root / ".stageflow" / "releases" / "r1"
+    release.mkdir(parents=True)
+    procs = rt.start_color(release, "r1", "blue", None)
     burner = next(x for x in procs if x.service == "burner")
     try:
         m = p.monitor(window=0.8)
@@ -235,7 +237,11 @@ def test_cpu_burn_warns_after_the_for_duration_and_a_flapping_burn_sends_nothing
         value = next(f["value"] for f in msg["attachments"][0]["fields"] if f["title"] == "Value")
         assert value.endswith("(threshold 3%)")
     finally:
-        rt.stop("blue", 2.0)
+        os.killpg(burner.pid, signal.SIGCONT)
+        assert rt.stop_color("blue", 2.0) == 2
+        for x in procs:  # never leave a burner behind on a shared machine, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(x.pid, signal.SIGKILL)
 
 
 TRACEBACK = textwrap.dedent("""\
@@ -251,7 +257,7 @@ def test_tracebacks_and_nginx_5xx_are_counted_and_alert_at_the_threshold(
     p = project(tmp_path, app_server, receiver, extra={
         "monitoring": {"consecutive": 1, "min_requests": 10,
                        "thresholds": {"log_errors": {"warning": 4}, "error_rate": {"warning": 5, "critical": 15}}}})
-    Store(p.root / ".stageflow" / "state.db").set_env_state("dev", "r1", None, "blue", 18000, False)
+    Store(p.root / ".stageflow" / "state.db").set_env_state("dev", "r1", None, {"slot": "blue", "port": 18000}, False)
     logs = p.root / ".stageflow" / "run" / "dev" / "logs"
     logs.mkdir(parents=True)
     log = logs / "web-blue.log"
@@ -276,7 +282,8 @@ def test_tracebacks_and_nginx_5xx_are_counted_and_alert_at_the_threshold(
     (rate,) = [o for o in c.observations if o.check == "error_rate"]
     assert rate.severity == "critical" and rate.summary == "3 of 18 requests failed with 5xx (16.7%)"
     (latency,) = [o for o in c.observations if o.check == "latency"]
-    assert latency.summary.startswith("p50 40ms, p95 90ms, p99 90ms over 18 requests")
+    # 18 requests in the one second since the last check (the injected clock)
+    assert latency.summary == "p50 40ms, p95 90ms, p99 90ms over 18 requests (18.0/s)"
     with log.open("a") as fh:
         fh.write(TRACEBACK * 3 + "ERROR payment gateway timeout after 30s\n" * 2)
     c = p.cycle(m)

@@ -86,6 +86,9 @@ def scratch_checkout(dest: Path, ports: dict[int, int]) -> Path:
     return dest
 
 
+_KEEP = ("LANG", "LC_ALL", "TZ", "TMPDIR", "CI", "USER", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE")
+
+
 @dataclass
 class Shell:
     """A newcomer's shell: scratch HOME with a git identity, PATH without this checkout's venv."""
@@ -107,7 +110,9 @@ class Shell:
     @property
     def env(self) -> dict[str, str]:
         """The environment the page's commands run with."""
-        keep = {k: v for k, v in os.environ.items() if k in ("LANG", "LC_ALL", "TZ", "TMPDIR", "CI", "USER")}
+        # What a newcomer's shell on this machine has too: locale, and how pip and TLS reach the registry.
+        keep = {k: v for k, v in os.environ.items()
+                if k in _KEEP or k.startswith("PIP_") or k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
         real_home = Path(os.environ.get("HOME", "/root"))
         return {
             **keep,

@@ -363,3 +363,19 @@ def test_damaged_outbox_rows_are_set_aside(state: MonitorState, receiver: Receiv
     assert [b["fingerprint"] for b in receiver.delivered()] == ["good"]
     assert [(r["dedup_key"], r["status"]) for r in state.outbox()] == [
         ("good", "delivered"), ("bad1", "failed"), ("bad2", "failed")]
+
+
+def test_a_version_1_monitor_schema_is_migrated_in_place(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    with store.tx() as db:
+        db.execute("CREATE TABLE monitor_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        for statement in filter(str.strip, SCHEMA[0].split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO monitor_meta VALUES ('schema_version', '1')")
+        db.execute("INSERT INTO log_cursors VALUES ('/x.log', 7, 42, '[\"KeyError: N\"]')")
+    st = MonitorState(store)
+    assert st.schema_version == len(SCHEMA) == 2
+    assert st.log_cursor("/x.log") == (7, 42, ["KeyError: N"], None)
+    with st.tx():
+        st.set_log_cursor("/x.log", 7, 50, ["KeyError: N"], 123.0)
+    assert st.log_cursor("/x.log") == (7, 50, ["KeyError: N"], 123.0)

@@ -90,8 +90,11 @@ def test_capabilities_are_the_minimum_each_entrypoint_needs(project: tuple[Path,
 def test_env_file_volumes_images_and_build(project: tuple[Path, ProjectConfig]) -> None:
     doc = doc_for(project, "production")
     services = doc["services"]
-    for name in ("backend", "worker", "db"):
-        assert services[name]["env_file"] == [".env.production"]
+    runtime_vars = {"path": ".stageflow/compose/production.env", "required": False}
+    for name in ("backend", "worker"):
+        # The env file, then what the compose runtime computes (DATABASE_URL with the stack's hosts).
+        assert services[name]["env_file"] == [".env.production", runtime_vars]
+    assert services["db"]["env_file"] == [".env.production"]
     assert services["db"]["image"] == "postgres:16"
     assert services["redis"]["image"] == "redis:7"
     assert services["nginx"]["image"] == "nginx:1.27"
@@ -187,7 +190,7 @@ def test_paths_are_relative_to_the_output_directory(project: tuple[Path, Project
     root, config = project
     doc = build_compose(config, "production", root=root, out_dir=root / "deploy" / "compose")
     assert doc["services"]["backend"]["build"]["context"] == "../.."
-    assert doc["services"]["backend"]["env_file"] == ["../../.env.production"]
+    assert doc["services"]["backend"]["env_file"][0] == "../../.env.production"
     assert doc["services"]["nginx"]["volumes"][0].startswith("../nginx/production:")
 
 

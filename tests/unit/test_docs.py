@@ -152,3 +152,31 @@ def test_every_command_block_is_run_or_names_the_test_that_runs_it(page: Path) -
             target = mark.removeprefix("covered-by: ")
             file, _, name = target.partition("::")
             assert re.search(rf"^def {re.escape(name)}\(", (REPO / file).read_text(), flags=re.M), target
+
+
+YAML_BLOCK = re.compile(r"```yaml\n(?P<body>.*?)```", re.S)
+PAGES = (REPO / "README.md", *sorted(DOCS.rglob("*.md")))
+
+
+def _whole_configs() -> list[tuple[str, str]]:
+    """Every ```yaml block of the README and the docs that is a whole stageflow.yml (it names the project)."""
+    found = []
+    for page in PAGES:
+        for m in YAML_BLOCK.finditer(page.read_text()):
+            if re.search(r"^project: ", m["body"], flags=re.M):
+                found.append((f"{page.relative_to(REPO)}:{page.read_text()[:m.start()].count(chr(10)) + 1}", m["body"]))
+    return found
+
+
+@pytest.mark.parametrize(("where", "body"), _whole_configs(), ids=[w for w, _ in _whole_configs()])
+def test_every_stageflow_yml_shown_in_the_docs_is_accepted(where: str, body: str, tmp_path: Path) -> None:
+    from stageflow.config.loader import load_project
+
+    (tmp_path / "stageflow.yml").write_text(body)
+    config = load_project(tmp_path)  # raises ConfigError naming the key when a page shows a bad file
+    assert config.project and config.environments, where
+
+
+def test_the_readme_and_getting_started_show_whole_configs() -> None:
+    where = {w.split(":", 1)[0] for w, _ in _whole_configs()}
+    assert {"README.md", "docs/getting-started.md"} <= where

@@ -29,10 +29,12 @@ def test_git_check_fails_only_where_clean_is_required() -> None:
     assert pf.check_git(GitFacts("a" * 40, [], "msg"), True).status == "pass"
 
 
-def test_runtime_check() -> None:
-    assert pf.check_runtime(None, 9000, lambda p: False, None).status == "warn"
-    assert pf.check_runtime("/usr/sbin/nginx", 9000, lambda p: True, None).status == "fail"
-    assert pf.check_runtime("/usr/sbin/nginx", 9000, lambda p: True, 9000).status == "pass"
+def test_local_runtime_port_check() -> None:
+    from stageflow.runtimes.local import _check_ports
+
+    assert _check_ports(None, 9000, lambda p: False, None).status == "warn"
+    assert _check_ports("/usr/sbin/nginx", 9000, lambda p: True, None).status == "fail"
+    assert _check_ports("/usr/sbin/nginx", 9000, lambda p: True, 9000).status == "pass"
 
 
 def test_disk_check(tmp_path: Path) -> None:

@@ -61,3 +61,40 @@ def test_expired_lease_is_stale(tmp_path: Path) -> None:
                  " '2026-01-01T00:00:00+00:00', 60)")
     info = read_lock(s, "dev")
     assert info is not None and "lease expired" in (stale_reason(info) or "")
+
+
+def test_schema_2_upgrades_a_state_db_written_by_schema_1(tmp_path: Path) -> None:
+    """A state.db as the release before runtime placements wrote it: color and port columns."""
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in filter(str.strip, MIGRATIONS[0].split(";")):
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    # Exactly the writes of schema 1's Store.add_release and Store.set_env_state.
+    old.execute("INSERT OR REPLACE INTO releases VALUES (?,?,?,?,?,?,?)",
+                ("r1", "a" * 40, 0, "first", "2026-01-01T00:00:00+00:00", str(tmp_path / "r1"), "h"))
+    old.execute("INSERT OR REPLACE INTO env_state VALUES (?,?,?,?,?,?,?)",
+                ("dev", "r1", None, "green", 28001, "2026-01-01T00:00:00+00:00", 0))
+    old.execute("INSERT OR REPLACE INTO env_state VALUES (?,?,?,?,?,?,?)",
+                ("staging", None, "r1", None, None, "2026-01-01T00:00:00+00:00", 1))
+    old.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS) >= 2
+    dev = store.env_state("dev")
+    assert dev.current_release == "r1" and dev.placement == {"slot": "green", "port": 28001}
+    staging = store.env_state("staging")
+    assert staging.placement is None and staging.previous_release == "r1" and staging.downtime
+    assert store.release_artifacts("r1") == {}
+    store.set_release_artifacts("r1", {"images": {"backend": "sha256:x"}})
+    assert store.release_artifacts("r1") == {"images": {"backend": "sha256:x"}}
+    store.close()
+
+
+def test_damaged_placement_reads_as_none(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    store.set_env_state("dev", "r1", None, {"slot": "blue", "port": 1}, False)
+    store.db.execute("UPDATE env_state SET placement='{not json' WHERE env='dev'")
+    assert store.env_state("dev").placement is None
+    store.close()

@@ -100,7 +100,7 @@ class Delivery:
             notifier = known[name]
             for group in self._groups(batch):
                 if budget is not None and self.clock() - start > budget:
-                    self.state.retry_later([r.id for r in group], self.clock(), "left for the next drain")
+                    self.state.release([r.id for r in group])
                     continue
                 await self._send(notifier, group, report)
         return report

@@ -128,7 +128,8 @@ def nginx_command(
     elif env:
         names = [resolve_env_name(config, env)]
     else:
-        names = ["production" if "production" in config.environments else config.promotion_order[-1]]
+        prod = [n for n in config.environments if config.is_production(n)]
+        names = [prod[0] if prod else config.promotion_order[-1]]
     base = output.resolve() if output else app_root / "deploy" / "nginx"
     for name in names:
         opts = site_options(config, name, root=app_root, nginx_version=_nginx_version(config, name))

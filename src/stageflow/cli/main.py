@@ -304,6 +304,52 @@ def down_cmd(env: str, root: RootOpt = None) -> None:
         ws.close()
 
 
+@app.command("exec")
+def exec_cmd(env: str, command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+             service: Annotated[Optional[str], typer.Option("--service", "-s", help="Service (default: the web one).")] = None,  # noqa: UP045, E501
+             root: RootOpt = None) -> None:
+    """Run a command in ENV as its serving release runs (its variables, its release or container)."""
+    from stageflow.deploy.operations import exec_command
+
+    ws = _ws(root)
+    try:
+        code = exec_command(ws, env, command, service)
+    finally:
+        ws.close()
+    raise typer.Exit(code)
+
+
+@app.command("logs")
+def logs_cmd(env: str, service: Annotated[Optional[str], typer.Argument()] = None,  # noqa: UP045
+             follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+             since: Annotated[Optional[str], typer.Option("--since", help="e.g. 10m (compose).")] = None,  # noqa: UP045
+             lines: Annotated[int, typer.Option("--lines", "-n", help="Lines of history.")] = 100,
+             root: RootOpt = None) -> None:
+    """Show the logs of ENV's serving release (one service or all)."""
+    from stageflow.deploy.operations import logs
+
+    ws = _ws(root)
+    try:
+        code = logs(ws, env, service, follow=follow, since=since, lines=lines)
+    finally:
+        ws.close()
+    raise typer.Exit(code)
+
+
+@app.command("restart")
+def restart_cmd(env: str, service: Annotated[Optional[str], typer.Argument()] = None,  # noqa: UP045
+                root: RootOpt = None, yes: YesOpt = False) -> None:
+    """Restart ENV's web service rolling: new units beside the old, health gate, cutover, drain."""
+    from stageflow.deploy.operations import restart
+
+    ws = _ws(root)
+    try:
+        r = restart(ws, env, service, yes=yes, interactive=is_interactive(), confirm=_confirm)
+        console().print(f"restarted {r.env} ({r.release})", markup=False)
+    finally:
+        ws.close()
+
+
 @app.command("doctor")
 def doctor_cmd(root: RootOpt = None, as_json: JsonOpt = False) -> None:
     """What this machine has of the programs stageflow runs, what the app needs, how to install the rest.

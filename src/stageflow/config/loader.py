@@ -349,7 +349,7 @@ class EnvContext:
     def require_clean_git(self) -> bool:
         """Dirty tree is fatal (production by default) or a warning."""
         flag = self.env.require_clean_git
-        return self.name == "production" if flag is None else flag
+        return self.config.is_production(self.name) if flag is None else flag
 
     @property
     def secret_values(self) -> list[str]:
@@ -371,6 +371,16 @@ def database_url(db: Database, root: Path) -> str | None:
             auth += ":" + quote(db.password, safe="")
         return f"postgres://{auth}@{db.host}:{db.port}/{quote(db.name, safe='')}"
     return None
+
+
+def _check_paths(path: Path, root: Path, paths: list[tuple[str, str]]) -> None:
+    """Relative paths from the config stay inside the app; an absolute one is an explicit choice."""
+    from stageflow.fsutil import inside
+
+    for key, value in paths:
+        if value and not Path(value).is_absolute() and not inside(root, value):
+            raise ConfigError(f"{path}: {key}: {value!r} leaves the app directory",
+                              hint="use a path inside the app (without '..' climbing out), or an absolute path")
 
 
 def _check_values(values: Mapping[str, str], env_file: Path) -> None:
@@ -428,6 +438,11 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
             app_vars[var] = environ[var]
     ctx = EnvContext(root=root, config=config, name=name, env_file=env_file, file_vars=file_vars, app_vars=app_vars)
     db = ctx.database
+    _check_paths(path, root, [
+        ("database.path", db.path if db.engine == "sqlite" else ""),
+        ("backups.dir", config.backups.dir),
+        ("releases.venv_dir", config.releases.venv_dir.format(env=name, project=config.project)),
+    ])
     if "DATABASE_URL" not in app_vars:
         url = database_url(db, root)
         if url:

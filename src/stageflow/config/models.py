@@ -215,6 +215,9 @@ class Environment(Strict):
 
     runtime: Literal["local", "compose"] = "local"
     url: Annotated[str, Check(_env_url, recheck=True)]
+    #: Production-grade: approval asked, clean git required, shared secrets an error, admin paths
+    #: loopback-only. Unset: true for the environment named ``production`` only.
+    production: bool | None = None
     aliases: Annotated[list[str], Check(_aliases)] = field(default_factory=list)
     require_clean_git: bool | None = None
     approval: Literal["auto", "required"] = "auto"
@@ -591,6 +594,11 @@ class ProjectConfig(Strict):
             if name in env.aliases:
                 return env_name
         return None
+
+    def is_production(self, env: str) -> bool:
+        """``environments.<env>.production``, by default true for the environment named production."""
+        flag = self.environments[env].production
+        return env == "production" if flag is None else flag
 
     def database_for(self, env: str) -> Database:
         """The database section in force for ``env`` (the env's override or the top-level one)."""

@@ -182,7 +182,7 @@ def template_context(config: ProjectConfig, env: str, template: TemplateRef) -> 
         "https": https,
         "origin": origin,
         "allowed_hosts": ",".join(hosts),
-        "is_production": env == "production",
+        "is_production": config.is_production(env),
         "database": dataclasses.replace(db, name=db.name.format(**fill), user=db.user.format(**fill)),
         "db_password_var": _db_password_var(db.engine, db.password),
         "cache_engine": cache_engine,

@@ -344,7 +344,7 @@ def _shared_checks(
     for p in problems:
         report.warning("secrets", f"could not compare with {p}", "set STAGEFLOW_MASTER_KEY or fix that file")
     secrets = {k: v for k, v in values.items() if k in secret_keys or is_secret_name(k)}
-    level: Level = "error" if env == "production" else "warning"
+    level: Level = "error" if config.is_production(env) else "warning"
     for key, other_env, other_key in shared_secrets(secrets, others):
         report.add(level, key, f"has the same value as {other_env}'s {other_key}",
                    f"give each environment its own: stageflow config generate {env} --rotate {key}")
@@ -431,7 +431,7 @@ def validate_environment(
     path = env_file_path(root, config, name)
     report = ValidationReport(env=name, env_file=path)
     shown = _shown(root, path)
-    prod = name == "production"
+    prod = config.is_production(name)
 
     report.checks.append("file")
     state = EnvFileState(path)

@@ -17,7 +17,7 @@ from typing import Any
 
 from stageflow.errors import LockHeldError
 from stageflow.procs import running
-from stageflow.state.store import Store, utcnow
+from stageflow.state.store import Store
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ def _age(ts: str) -> float:
 
 def read_lock(store: Store, env: str) -> LockInfo | None:
     """The current lock of ``env`` or None."""
-    row = store.db.execute("SELECT * FROM locks WHERE env=?", (env,)).fetchone()
-    return LockInfo(**{k: row[k] for k in row.keys()}) if row else None  # noqa: SIM118
+    row = store.lock_row(env)
+    return LockInfo(**row) if row else None
 
 
 def stale_reason(info: LockInfo, host: str | None = None) -> str | None:
@@ -83,7 +83,7 @@ class EnvLock:
 
     def acquire(self) -> None:
         """Take the lock or raise :class:`LockHeldError`."""
-        with self.store.tx() as db:
+        with self.store.tx():
             current = read_lock(self.store, self.env)
             if current is not None:
                 reason = stale_reason(current, self.host)
@@ -94,22 +94,14 @@ class EnvLock:
                     )
                 self.took_over, self.took_over_reason = current, reason
                 self.warn(f"taking over a stale lock of {self.env}: {reason} (was {current.describe()})")
-            now = utcnow()
-            db.execute(
-                "INSERT OR REPLACE INTO locks VALUES (?,?,?,?,?,?,?,?)",
-                (self.env, self.owner, self.pid, self.host, self.command, now, now, self.lease),
-            )
+            self.store.put_lock(self.env, self.owner, self.pid, self.host, self.command, self.lease)
         self._thread = threading.Thread(target=self._beat, name=f"lock-{self.env}", daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(max(1.0, self.lease / 4)):
             try:
-                with self.store.tx() as db:
-                    db.execute(
-                        "UPDATE locks SET heartbeat_at=? WHERE env=? AND pid=? AND host=?",
-                        (utcnow(), self.env, self.pid, self.host),
-                    )
+                self.store.beat_lock(self.env, self.pid, self.host)
             except Exception:  # noqa: S112 - a missed beat only shortens the lease
                 continue
 
@@ -118,8 +110,7 @@ class EnvLock:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=5)
-        with self.store.tx() as db:
-            db.execute("DELETE FROM locks WHERE env=? AND pid=? AND host=?", (self.env, self.pid, self.host))
+        self.store.drop_lock(self.env, self.pid, self.host)
 
     def __enter__(self) -> EnvLock:
         self.acquire()
@@ -131,9 +122,9 @@ class EnvLock:
 
 def force_release(store: Store, env: str) -> LockInfo | None:
     """Remove the lock of ``env`` whoever holds it; return what was removed."""
-    with store.tx() as db:
+    with store.tx():
         info = read_lock(store, env)
-        db.execute("DELETE FROM locks WHERE env=?", (env,))
+        store.drop_lock(env)
     return info
 
 

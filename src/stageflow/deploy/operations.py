@@ -10,25 +10,25 @@ from stageflow.config.loader import EnvContext, load_env_context, load_project, 
 from stageflow.deploy.pipeline import (
     DeployOptions,
     DeployReport,
-    backup_target,
     backups_dir,
     deploy_env,
     take_backup,
 )
 from stageflow.deploy.release import build_release, read_git, release_path, remove_release
 from stageflow.errors import OperationError, UsageError
-from stageflow.runtimes.local import LocalRuntime
+from stageflow.runtimes import runtime_for
 from stageflow.workspace import Workspace
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget, VerifyResult
+    from stageflow.runner import Runner
 
 Confirm = Callable[[str], bool]
 
 
 def needs_approval(ctx: EnvContext) -> bool:
-    """Production and any env with ``approval: required`` are confirmed before deploys."""
-    return ctx.env.approval == "required" or ctx.name == "production"
+    """Production-grade envs (``production:``) and any with ``approval: required`` are confirmed first."""
+    return ctx.env.approval == "required" or ctx.config.is_production(ctx.name)
 
 
 def check_approval(ctx: EnvContext, *, yes: bool, interactive: bool, confirm: Confirm | None) -> None:
@@ -129,7 +129,7 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
     release_path(ws.store, target)
     backup_row = None
     if restore_db:
-        backup_row = _backup_before_current(ws, ctx.name, state.current_release)
+        backup_row = ws.store.backup_before(ctx.name, state.current_release)
         if backup_row is None:
             raise OperationError(f"no backup of {ctx.name} was taken before {state.current_release}",
                                  hint="see 'stageflow backup list " + ctx.name + "'")
@@ -145,31 +145,24 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
     return report
 
 
-def _backup_before_current(ws: Workspace, env: str, current: str | None) -> Any:
-    rows = ws.store.db.execute(
-        "SELECT b.* FROM backups b JOIN deployments d ON b.deployment_id = d.id "
-        "WHERE b.env=? AND d.release_id=? AND d.outcome='succeeded' ORDER BY b.id DESC LIMIT 1",
-        (env, current),
-    ).fetchone()
-    if rows is not None:
-        return rows
-    recorded = ws.store.backups(env)
-    return recorded[0] if recorded else None
+def database_for(ws: Workspace, ctx: EnvContext) -> tuple[DatabaseTarget, Runner]:
+    """The env's database as its runtime reaches it; OperationError when there is none or it is not running."""
+    from stageflow.deploy.pipeline import database_access
 
-
-def require_target(ctx: EnvContext) -> DatabaseTarget:
-    """The env's database, or OperationError for ``engine: none``."""
-    target = backup_target(ctx)
-    if target is None:
+    access = database_access(ws, ctx)
+    if access == "none":
         raise OperationError(f"{ctx.name} has no database (database.engine: none)")
-    return target
+    if access is None:
+        raise OperationError(f"the database of {ctx.name} is not running", hint=f"stageflow deploy {ctx.name}")
+    return access
 
 
 def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
     """Restore ``path`` into the env's database."""
     from stageflow.deploy.backup import restore_backup
 
-    restore_backup(require_target(ctx), path, runner=ws.runner)
+    target, runner = database_for(ws, ctx)
+    restore_backup(target, path, runner=runner)
 
 
 def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -196,7 +189,7 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
         # Releases never deployed anywhere (failed builds) go too, unless they are brand new.
         if rid in wanted:
             continue
-        if rid not in used and _is_running_anywhere(ws, rid):
+        if rid not in used and ws.store.release_deploying(rid):
             continue
         remove_release(ws.store, rid)
         removed.append(f"release {rid}")
@@ -208,39 +201,25 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
     return removed
 
 
-def _is_running_anywhere(ws: Workspace, rid: str) -> bool:
-    row = ws.store.db.execute(
-        "SELECT 1 FROM deployments WHERE release_id=? AND outcome='running'", (rid,)
-    ).fetchone()
-    return row is not None
-
-
 def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> int:
-    """Stop every process and the proxy of an env; returns how many processes stopped."""
+    """Stop everything of an env, its proxy included; returns how many units (processes, containers) stopped."""
     from stageflow.deploy.lock import EnvLock
     from stageflow.state.store import StateDamaged
 
     ctx = load_env_context(ws.root, env, environ)
-    rt = LocalRuntime(ctx, ws.runner)
-
-    def stop_all() -> int:
-        n = rt.stop("blue", ctx.env.drain) + rt.stop("green", ctx.env.drain)
-        n += len(rt.sweep_orphans({}))
-        rt.stop_proxy()
-        return n
-
+    rt = runtime_for(ctx, ws.runner, None)  # stopping needs no record: the state may be damaged
     try:
         store = ws.store
     except StateDamaged as exc:
-        # Stopping needs no record: processes are found by their pid files and instance tags.
-        n = stop_all()
-        ws.log.write(f"{exc}; stopped {n} process(es) of {ctx.name} without recording it", level="WARN")
+        # Processes are found by their pid files and instance tags, containers by their labels.
+        n = rt.down()
+        ws.log.write(f"{exc}; stopped {n} unit(s) of {ctx.name} without recording it", level="WARN")
         return n
     with EnvLock(store, ctx.name, ws.actor, ws.command):
-        n = stop_all()
+        n = rt.down()
         st = ws.store.env_state(ctx.name)
-        ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, None, False)
-    ws.audit(ctx.name, "succeeded", f"stopped {n} process(es)")
+        ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, False)
+    ws.audit(ctx.name, "succeeded", f"stopped {n} unit(s)")
     return n
 
 
@@ -301,9 +280,57 @@ def backup_verify(ws: Workspace, env: str, name: str | None,
 
     ctx = load_env_context(ws.root, env, environ)
     path = find_backup(ws, ctx, name)
-    target = require_target(ctx)
+    target, runner = database_for(ws, ctx)
     with tempfile.TemporaryDirectory(prefix="stageflow-verify-") as tmp:
-        result = verify_backup(target, path, runner=ws.runner, scratch_dir=Path(tmp))
+        result = verify_backup(target, path, runner=runner, scratch_dir=Path(tmp))
     ws.audit(ctx.name, "succeeded" if result.ok else "failed", f"verify {path.name}: {result.detail}")
     return result
 
+
+
+def _serving(ws: Workspace, env: str, environ: Mapping[str, str] | None) -> tuple[EnvContext, Any, Any, str]:
+    """(context, runtime, placement, release) of what serves ``env``; OperationError when nothing does."""
+    from stageflow.runtimes.base import Placement
+
+    ctx = load_env_context(ws.root, env, environ)
+    st = ws.store.env_state(ctx.name)
+    placement = Placement.from_json(st.placement) if st.placement else None
+    if not st.current_release or placement is None:
+        raise OperationError(f"nothing is deployed to {ctx.name}", hint=f"stageflow deploy {ctx.name}")
+    return ctx, runtime_for(ctx, ws.runner, ws.store), placement, st.current_release
+
+
+def exec_command(ws: Workspace, env: str, argv: list[str], service: str | None = None,
+                 environ: Mapping[str, str] | None = None) -> int:
+    """``stageflow exec ENV [--service S] -- CMD…``: CMD as the serving release's service runs; its exit code."""
+    if not argv:
+        raise UsageError("give the command to run after --",
+                         hint="e.g. stageflow exec production -- python manage.py check")
+    ctx, rt, placement, release = _serving(ws, env, environ)
+    name = service or ctx.config.web_service[0]
+    if name not in ctx.config.services and name not in ("db", "redis", "nginx"):
+        raise UsageError(f"unknown service {name!r}", hint=f"known: {', '.join(ctx.config.services)}")
+    full, child_env, cwd = rt.exec_command(placement, release, release_path(ws.store, release), name, argv)
+    ws.audit(ctx.name, "exec", f"{name}: {argv[0]} ({len(argv) - 1} argument(s))")
+    return ws.runner.call(full, cwd=cwd, env=child_env, inherit_env=child_env is None, what=argv[0])
+
+
+def logs(ws: Workspace, env: str, service: str | None, *, follow: bool, since: str | None, lines: int,
+         environ: Mapping[str, str] | None = None) -> int:
+    """``stageflow logs ENV [SERVICE] [-f] [--since 10m]``."""
+    ctx, rt, placement, _release = _serving(ws, env, environ)
+    if service is not None and service not in ctx.config.services and service not in ("db", "redis", "nginx"):
+        raise UsageError(f"unknown service {service!r}", hint=f"known: {', '.join(ctx.config.services)}")
+    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs")
+
+
+def restart(ws: Workspace, env: str, service: str | None = None, *, yes: bool = False, interactive: bool = False,
+            confirm: Confirm | None = None, environ: Mapping[str, str] | None = None) -> DeployReport:
+    """``stageflow restart ENV``: the serving release started anew beside itself, health-gated, then cut over."""
+    ctx, _rt, _placement, release = _serving(ws, env, environ)
+    web = ctx.config.web_service[0]
+    if service not in (None, web):
+        raise UsageError(f"only the web service ({web}) restarts rolling and health-gated",
+                         hint=f"stageflow restart {ctx.name}")
+    check_approval(ctx, yes=yes, interactive=interactive, confirm=confirm)
+    return deploy_env(ws, ctx, DeployOptions(kind="restart"), release=release)

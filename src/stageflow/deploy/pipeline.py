@@ -14,24 +14,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from stageflow.config.durations import format_duration
 from stageflow.config.loader import EnvContext
-from stageflow.contexts import host_port
 from stageflow.deploy import preflight as pf
 from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
-from stageflow.deploy.probe import probe_url, proxy_prober, svc_health
 from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
 from stageflow.errors import LockHeldError, OperationError, UsageError
-from stageflow.fsutil import inside, make_dirs
+from stageflow.fsutil import inside, make_dirs, narrow_mode
 from stageflow.masking import masker
-from stageflow.runtimes.local import LocalRuntime, other_color
+from stageflow.runtimes import runtime_for
+from stageflow.runtimes.base import Placement, Runtime
 from stageflow.workspace import Workspace
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
+    from stageflow.runner import Runner
 
 
 class StepFailed(OperationError):
@@ -44,7 +44,7 @@ class DeployOptions:
 
     dry_run: bool = False
     skip_checks: tuple[str, ...] = ()
-    kind: str = "deploy"  # deploy | promote | rollback
+    kind: str = "deploy"  # deploy | promote | rollback | restart (the serving release again, rolling)
 
 
 @dataclass
@@ -56,8 +56,28 @@ class DeployReport:
     outcome: str
     deployment_id: int | None
     downtime: bool = False
-    plan: list[str] = field(default_factory=list)
+    plan: list[Step] = field(default_factory=list)
     error: str | None = None
+
+
+Phase = Literal["prepare", "start", "traffic", "finish"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a deploy plan: its journal name, what it does, and what a failure of it undoes.
+
+    ``phase`` decides the recovery: ``prepare`` (nothing runs yet: discard the new release),
+    ``start`` (the new release runs beside the old: stop it), ``traffic`` (traffic moved: route it
+    back), ``finish`` (the new release serves: nothing to undo).
+    """
+
+    name: str
+    detail: str
+    phase: Phase
+
+    def __str__(self) -> str:
+        return f"{self.name:<9} {self.detail}"
 
 
 @dataclass
@@ -144,16 +164,28 @@ def backups_dir(ctx: EnvContext) -> Path:
     return (d if d.is_absolute() else ctx.root / d) / ctx.name
 
 
-def take_backup(ws: Workspace, ctx: EnvContext, dep_id: int | None) -> str:
+def database_access(ws: Workspace, ctx: EnvContext, rt: Runtime | None = None
+                    ) -> tuple[DatabaseTarget, Runner] | Literal["none"] | None:
+    """The env's database as its runtime reaches it: (target, runner); None when it does not run yet;
+    ``"none"`` for ``engine: none``."""
+    target = backup_target(ctx)
+    if target is None:
+        return "none"
+    return (rt or runtime_for(ctx, ws.runner, ws.store)).database(target)
+
+
+def take_backup(ws: Workspace, ctx: EnvContext, dep_id: int | None, rt: Runtime | None = None) -> str:
     """Back up the env's database, record it, apply retention; return a one-line detail."""
     from datetime import UTC, datetime
 
     from stageflow.deploy.backup import create_backup, database_exists, prune_backups
 
-    target = backup_target(ctx)
-    if target is None:
+    access = database_access(ws, ctx, rt)
+    if access == "none":
         return "skipped: database engine is none"
-    runner = ws.runner
+    if access is None:
+        return "skipped: the database does not run yet (the deploy starts it)"
+    target, runner = access
     if not database_exists(target, runner):
         return f"skipped: no database yet ({target.describe()})"
     dest = backups_dir(ctx)
@@ -177,7 +209,7 @@ def _db_size(ctx: EnvContext) -> int:
     return 0
 
 
-def check_database(ws: Workspace, ctx: EnvContext) -> pf.Check:
+def check_database(ws: Workspace, ctx: EnvContext, rt: Runtime | None = None) -> pf.Check:
     """The database is reachable (PostgreSQL: a real query; SQLite: its directory is usable)."""
     db = ctx.database
     if db.engine == "none":
@@ -193,16 +225,19 @@ def check_database(ws: Workspace, ctx: EnvContext) -> pf.Check:
         return pf.Check("database", "pass", f"SQLite at {p}" + ("" if p.exists() else " (created by the release)"))
     from stageflow.commands.postgres import pg_env, psql_command
 
-    target = backup_target(ctx)
-    assert target is not None  # engine is postgres here
-    r = ws.runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
+    access = database_access(ws, ctx, rt)
+    if access is None:
+        return pf.Check("database", "pass", "PostgreSQL does not run yet: the deploy starts it")
+    assert access != "none"  # engine is postgres here
+    target, runner = access
+    r = runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
     if not r.ok:
         return pf.Check("database", "fail", f"{target.describe()} unreachable: {r.brief(200)}")
     return pf.Check("database", "pass", f"{target.describe()} reachable")
 
 
-def run_preflight(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, facts: GitFacts | None, new_port: int,
-                  active_port: int | None, skip: tuple[str, ...]) -> list[pf.Check]:
+def run_preflight(ws: Workspace, ctx: EnvContext, rt: Runtime, facts: GitFacts | None, new: Placement,
+                  active: Placement | None, skip: tuple[str, ...]) -> list[pf.Check]:
     """All checks, in order; skipped ones are recorded as such."""
     checks: list[pf.Check] = []
     for name in pf.CHECK_NAMES:
@@ -215,95 +250,80 @@ def run_preflight(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, facts: GitFa
             else:
                 checks.append(pf.check_git(facts, ctx.require_clean_git))
         elif name == "runtime":
-            check = pf.check_runtime(rt.nginx_binary, new_port, rt.port_in_use, active_port)
-            if check.status != "fail" and rt.nginx_binary and not rt.nginx_running() and rt.port_in_use(
-                    ctx.env.url_port):
-                if rt.orphan_proxy_workers():
-                    check = pf.Check("runtime", "warn", f"{check.reason}; this env's nginx master died and its "
-                                     f"workers still hold port {ctx.env.url_port}: they are replaced at cutover")
-                else:
-                    check = pf.Check("runtime", "fail", f"port {ctx.env.url_port} of {ctx.env.url} is in use by "
-                                     "another program; stop it or change the URL")
-            if check.status != "fail" and rt.https:
-                try:
-                    if rt.nginx_binary is None:
-                        raise OperationError(f"{ctx.env.url} is https: serving it needs nginx (apt-get install nginx)")
-                    check = pf.Check("runtime", check.status, f"{check.reason}; TLS with {rt.tls_files()[0]}")
-                except OperationError as exc:
-                    check = pf.Check("runtime", "fail", str(exc))
-            checks.append(check)
+            checks.append(rt.preflight(new, active))
         elif name == "config":
             checks.append(pf.check_config(ctx, ws.runner))
         elif name == "disk":
             checks.append(pf.check_disk(backups_dir(ctx), ctx.config.backups.min_free_mb, _db_size(ctx)))
         elif name == "database":
-            checks.append(check_database(ws, ctx))
+            checks.append(check_database(ws, ctx, rt))
     return checks
 
 
-def _release_in_use(ws: Workspace, rid: str) -> bool:
-    return any(
-        rid in (s["current_release"], s["previous_release"])
-        for s in ws.store.db.execute("SELECT current_release, previous_release FROM env_state")
-    )
+def placement_of(raw: dict[str, object] | None) -> Placement | None:
+    """The stored placement record as the runtime's :class:`Placement` (None when absent or damaged)."""
+    return Placement.from_json(raw) if raw else None
 
 
-def plan_steps(ctx: EnvContext, rt: LocalRuntime, current: str | None, color: str | None, kind: str,
-               release: str | None) -> list[str]:
-    """Human-readable plan (what --dry-run prints)."""
-    new_color = other_color(color)
-    nginx = rt.nginx_binary
-    port = rt.app_port(new_color)
-    target = release or "a new release of HEAD"
-    steps = [f"lock environment {ctx.name}"]
-    if kind != "rollback":
+def plan(ctx: EnvContext, rt: Runtime, current: str | None, placement: Placement | None, kind: str,
+         release: str | None) -> list[Step]:
+    """The steps of one deploy, in order: what ``--dry-run`` prints and what :func:`apply` runs."""
+    new = rt.next_placement(placement)
+    target = release or ("the release before the current one" if kind == "rollback" else "a new release of HEAD")
+    steps: list[Step] = []
+    if kind not in ("rollback", "restart"):
         steps += [
-            f"pre-flight: {', '.join(pf.CHECK_NAMES)}",
-            f"backup the {ctx.database.engine} database into {backups_dir(ctx)}",
-            f"build {target} (git archive) and its virtualenv",
+            Step("preflight", ", ".join(pf.CHECK_NAMES), "prepare"),
+            Step("backup", f"the {ctx.database.engine} database into {backups_dir(ctx)}", "prepare"),
+            Step("release", f"build {target} (git archive) {rt.describe('prepare', new)}", "prepare"),
         ]
         svc = ctx.config.web_service[1]
-        if svc.release:
-            steps.append(f"release command: {svc.release}")
-    if nginx:
+        steps.append(Step("migrate", f"release command: {svc.release}" if svc.release else "no release command",
+                          "prepare"))
+    else:
         steps += [
-            f"start {target} as {new_color} on port {port}",
-            f"health gate on http://{host_port(rt.listen_host, port)}{svc_health(ctx)}",
-            f"cutover: point nginx upstream-{ctx.name}.conf at port {port}, nginx -t, reload",
-            f"watch {probe_url(ctx, rt)} for {ctx.env.watch:.0f}s",
-            f"stop {current or 'nothing (first deploy)'} ({color or '-'}), draining {ctx.env.drain:.0f}s",
+            Step("preflight", ", ".join(pf.CHECK_NAMES), "prepare"),
+            Step("release", f"reuse {target} {rt.describe('prepare', new)}", "prepare"),
+        ]
+    old = f"{current} {rt.describe('stop', placement)}" if current else "nothing (first deploy)"
+    if rt.zero_downtime:
+        url, _ = rt.public_probe()
+        steps += [
+            Step("start", f"{target} {rt.describe('start', new)}", "start"),
+            Step("health", f"gate on {rt.probe_url(new)}", "start"),
+            Step("cutover", rt.describe("cutover", new), "traffic"),
+            Step("watch", f"{url} for {ctx.env.watch:.0f}s", "traffic"),
+            Step("stop-old", f"{old}, draining {ctx.env.drain:.0f}s", "finish"),
         ]
     else:
         steps += [
-            f"stop {current or 'nothing'} (no nginx: downtime)",
-            f"start {target} on port {port}",
-            f"health gate on http://{host_port(rt.listen_host, port)}{svc_health(ctx)}",
+            Step("stop-old", f"{old} first ({rt.describe('no-proxy', None)})", "start"),
+            Step("start", f"{target} {rt.describe('start', new)}", "start"),
+            Step("health", f"gate on {rt.probe_url(new)}", "start"),
         ]
-    steps.append("record the release as current; the old one becomes previous")
+    steps.append(Step("record", "the release becomes current; the old one becomes previous", "finish"))
     return steps
 
 
 def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: str | None = None,
-               facts: GitFacts | None = None) -> DeployReport:
-    """Deploy ``release`` (or a new release of HEAD) to ``ctx``'s environment."""
+               facts: GitFacts | None = None, rt: Runtime | None = None) -> DeployReport:
+    """Deploy ``release`` (or a new release of HEAD) to ``ctx``'s environment.
+
+    ``rt`` replaces the environment's runtime (tests pass an in-memory one).
+    """
     for name in opts.skip_checks:
         if name not in pf.CHECK_NAMES:
             raise UsageError(f"unknown check {name!r} for --skip-check", hint=f"known: {', '.join(pf.CHECK_NAMES)}")
     masker.extend(ctx.secret_values)
-    if ctx.env.runtime != "local":
-        raise UsageError(
-            f"environment {ctx.name} uses runtime {ctx.env.runtime!r}, which this version cannot deploy yet",
-            hint=f"set environments.{ctx.name}.runtime: local",
-        )
     # Facts first: a missing repository must fail before any state is written.
     if release is None and facts is None and opts.kind != "rollback":
         facts = read_git(ctx.root, ws.runner)
     store = ws.store
-    rt = LocalRuntime(ctx, ws.runner)
+    rt = rt or runtime_for(ctx, ws.runner, store)
     state = store.env_state(ctx.name)
-    plan = plan_steps(ctx, rt, state.current_release, state.color, opts.kind, release)
+    steps = plan(ctx, rt, state.current_release, placement_of(state.placement), opts.kind, release)
     if opts.dry_run:
-        return DeployReport(ctx.name, release, "planned", None, plan=plan)
+        return DeployReport(ctx.name, release, "planned", None, plan=steps)
 
     deadline = Deadline(ctx.env.deadline)
     lock = EnvLock(store, ctx.name, ws.actor, ws.command, warn=lambda m: ws.log.write(m, level="WARN"))
@@ -322,7 +342,7 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
         state = store.env_state(ctx.name)
         dep_id = store.start_deployment(ctx.name, opts.kind, ws.actor, os.getpid(), state.current_release)
         ws.audit(ctx.name, "started", f"{opts.kind} deployment {dep_id}")
-        report = _apply(ws, ctx, rt, opts, dep_id, release, facts, deadline)
+        report = _Apply(ws, ctx, rt, opts, dep_id, release, facts, deadline).run()
         ws.audit(ctx.name, report.outcome, f"{opts.kind} deployment {dep_id}: release {report.release}")
         return report
     except BaseException as exc:
@@ -340,93 +360,158 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
             notify_deploy(ws, ctx, dep_id)
 
 
-def _answers(ctx: EnvContext, rt: LocalRuntime, color: str) -> bool:
-    """The web process of ``color`` passes one health probe on its own port."""
-    from stageflow.deploy.health import http_probe
+class _Apply:
+    """One deploy being applied: recovery first, then the plan's steps, each journaled."""
 
-    health = ctx.config.web_service[1].health
-    url = f"http://{rt.listen_host}:{rt.app_port(color)}{svc_health(ctx)}"
-    return http_probe(url, health.expect if health else 200, 2.0).ok
+    def __init__(self, ws: Workspace, ctx: EnvContext, rt: Runtime, opts: DeployOptions, dep_id: int,
+                 release: str | None, facts: GitFacts | None, deadline: Deadline) -> None:
+        self.ws, self.ctx, self.rt, self.opts, self.dep_id = ws, ctx, rt, opts, dep_id
+        self.release, self.facts, self.deadline = release, facts, deadline
+        self.store = ws.store
+        self.j = Journal(ws, ctx.name, dep_id)
+        self.state = self.store.env_state(ctx.name)
+        self.old = placement_of(self.state.placement)
+        self.old_release = self.state.current_release
+        self.built_here = False
+        self.downtime = False
+        self.cut_over = False
+        self.rdir: Path | None = None
 
+    # recovery of an interrupted deploy, before anything new starts ------------------------------
+    def recover(self) -> None:
+        """After a crash: make routing and the record agree, *then* sweep.
 
-def reconcile(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, j: Journal, deadline: Deadline
-              ) -> tuple[str | None, str | None]:
-    """After a crash: make routing and the record agree, *then* sweep. Returns (color, release) serving.
+        Never stops what the proxy routes to. A deploy killed after its cutover left the proxy on a
+        release the record does not name: if that release had not finished its watch and the
+        recorded one still answers, the proxy goes back to the recorded one first; otherwise (it
+        passed its watch, or the recorded one is gone, or nothing is recorded) what serves is adopted
+        and recorded. A release command the killed deploy left running is awaited before anything else.
+        """
+        ws, ctx, rt, j, store = self.ws, self.ctx, self.rt, self.j, self.store
+        settled = rt.settle_release_command(wait=max(10.0, self.deadline.remaining / 2))
+        if settled:
+            j.note("recover", "warn", settled)
+            ws.audit(ctx.name, "recovered", settled)
+        state = store.env_state(ctx.name)
+        old, old_release = placement_of(state.placement), state.current_release
+        routed = rt.serving()
+        proxy = rt.describe("proxy", None)
+        if routed is not None and (old_release is None or old is None or routed[0].slot != old.slot):
+            r_place, r_release = routed
+            watched = store.watched(ctx.name, r_release)
+            if old_release and old and not watched and rt.alive(old) and self._answers(old):
+                how = rt.cut_over(old)
+                msg = (f"an interrupted deploy left {proxy} on {r_release} ({r_place.slot}) before its watch ended: "
+                       f"pointed {proxy} back at the recorded {old_release} ({old.slot}) and drained ({how}) "
+                       "before stopping anything")
+                j.note("repair", "warn", msg)
+            else:
+                why = ("no record of what serves" if not old_release else
+                       f"{r_release} passed its watch before the deploy was interrupted" if watched else
+                       f"the recorded {old_release} no longer answers")
+                previous = old_release if old_release and old_release != r_release else state.previous_release
+                store.set_env_state(ctx.name, r_release, previous, r_place.as_json(), False)
+                old, old_release = routed
+                msg = f"{why}: adopted {r_release} ({r_place.slot}), which {proxy} routes to"
+                j.note("adopt", "warn", msg)
+            ws.audit(ctx.name, "recovered", msg)
+        elif routed is None and old is not None and rt.zero_downtime and rt.alive(old):
+            # The proxy routes where nothing lives (the new release died too): back to the record.
+            repaired = rt.repair_routing(old)
+            if repaired:
+                msg = f"{proxy} pointed at a dead upstream; {repaired} ({old_release})"
+                j.note("repair", "warn", msg)
+                ws.audit(ctx.name, "recovered", msg)
+        # Only now, with the proxy on a release we keep: what no record of it vouches for is an orphan.
+        killed = rt.sweep_orphans(old if old and old_release else None)
+        if killed:
+            msg = f"stopped {len(killed)} orphan(s) of an interrupted deploy: {', '.join(killed)}"
+            j.note("sweep", "warn", msg)
+            ws.audit(ctx.name, "swept", msg)
+        self.state = store.env_state(ctx.name)  # recovering may have recorded what serves
+        self.old, self.old_release = old, old_release
+        store.set_deployment_previous(self.dep_id, self.state.current_release)
+        if self.release is None and self.opts.kind == "rollback":
+            self.release = store.rollback_target(ctx.name, self.state.current_release)
+            if self.release is None:
+                raise StepFailed(f"{ctx.name} has no earlier release to roll back to")
+        self.old_alive = bool(old and rt.alive(old))
+        self.new = rt.next_placement(old)
 
-    Never stops the process the proxy routes to. A deploy killed after its cutover left nginx on a
-    release the record does not name: if that release had not finished its watch and the recorded
-    one still answers, nginx goes back to the recorded one and drains first; otherwise (it passed its
-    watch, or the recorded one is gone, or nothing is recorded) what serves is adopted and recorded.
-    A release command the killed deploy left running is awaited before anything else.
-    """
-    store = ws.store
-    settled = rt.settle_release_command(wait=max(10.0, deadline.remaining / 2))
-    if settled:
-        j.note("recover", "warn", settled)
-        ws.audit(ctx.name, "recovered", settled)
-    state = store.env_state(ctx.name)
-    old_color, old_release = state.color, state.current_release
-    routed = rt.serving()
-    if routed is not None and (old_release is None or routed[0] != old_color):
-        r_color, r_release = routed
-        watched = store.watched(ctx.name, r_release)
-        if old_release and old_color and not watched and rt.processes(old_color) and _answers(ctx, rt, old_color):
-            how = rt.point_proxy(rt.app_port(old_color))
-            msg = (f"an interrupted deploy left nginx on {r_release} ({r_color}) before its watch ended: "
-                   f"pointed nginx back at the recorded {old_release} ({old_color}) and drained ({how}) "
-                   "before stopping anything")
-            j.note("repair", "warn", msg)
+    def _answers(self, placement: Placement) -> bool:
+        """The web service of ``placement`` passes one health probe on its own address."""
+        health = self.ctx.config.web_service[1].health
+        _, prober = self.rt.public_probe()
+        return prober(self.rt.probe_url(placement), health.expect if health else 200, 2.0).ok
+
+    def run(self) -> DeployReport:
+        """Recover, then apply every step of the plan; undo by the failing step's phase."""
+        self.recover()
+        steps = plan(self.ctx, self.rt, self.old_release, self.old, self.opts.kind, self.release)
+        handlers: dict[str, Callable[[StepHandle], None]] = {
+            "preflight": self.preflight, "backup": self.backup, "release": self.prepare_release,
+            "migrate": self.migrate, "start": self.start, "health": self.health, "cutover": self.cutover,
+            "watch": self.watch, "stop-old": self.stop_old, "record": self.record,
+        }
+        for step in steps:
+            if step.phase in ("prepare", "start"):
+                # Once traffic moved, finishing (drain, record) beats stopping half-way.
+                self.deadline.check(step.name)
+            try:
+                with self.j.step(step.name) as handle:
+                    handlers[step.name](handle)
+            except BaseException as exc:
+                self.undo(step, exc)
+                raise
+        note = " (with downtime: no zero-downtime cutover)" if self.downtime else ""
+        self.ws.log.write(f"[{self.ctx.name}] deployed {self.release} → {self.ctx.env.url}{note}")
+        return DeployReport(self.ctx.name, self.release, "succeeded", self.dep_id, self.downtime)
+
+    # undo ------------------------------------------------------------------------------------------
+    def discard_new(self) -> None:
+        if self.release and self.built_here and not self.store.release_in_use(self.release):
+            remove_release(self.store, self.release)
+
+    def undo(self, step: Step, exc: BaseException) -> None:
+        rt, j = self.rt, self.j
+        if step.phase == "prepare":
+            if step.name == "migrate":
+                self.discard_new()
+            return
+        if step.phase == "start":
+            rt.stop(self.new, 2.0)
+            if not rt.zero_downtime and self.old_alive and self.old_release and self.old:
+                # Stop-then-start: bring the old release back rather than leave nothing serving.
+                old_dir = release_path(self.store, self.old_release)
+                rt.prepare(self.old_release, old_dir)
+                rt.start(self.old_release, old_dir, self.old)
+            j.note("rollback", "ok", f"discarded {self.release}; " + (
+                f"{self.old_release} keeps serving" if self.old_release else "nothing was serving before"))
+            self.discard_new()
+        elif step.phase == "traffic":
+            if self.cut_over and self.old_alive and self.old:
+                rt.cut_over(self.old)
+                j.note("rollback", "ok", f"traffic back on {self.old_release} ({self.old.slot}); "
+                                         f"{self.release} stopped")
+            else:
+                j.note("rollback", "ok", f"{self.release} stopped; " + (
+                    f"{self.old_release} keeps serving" if self.old_alive else "nothing was serving before"))
+            rt.stop(self.new, 2.0)
+            if not self.cut_over:  # refused before traffic moved (bad input at the cutover): nothing to keep
+                self.discard_new()
         else:
-            why = ("no record of what serves" if not old_release else
-                   f"{r_release} passed its watch before the deploy was interrupted" if watched else
-                   f"the recorded {old_release} no longer answers")
-            previous = old_release if old_release and old_release != r_release else state.previous_release
-            store.set_env_state(ctx.name, r_release, previous, r_color, rt.app_port(r_color), False)
-            old_color, old_release = routed
-            msg = f"{why}: adopted {r_release} ({r_color}), which nginx routes to"
-            j.note("adopt", "warn", msg)
-        ws.audit(ctx.name, "recovered", msg)
-    elif (routed is None and old_color and state.port and rt.nginx_binary and rt.nginx_running()
-          and rt.proxied_port() != state.port and rt.processes(old_color)):
-        # nginx routes to a port where nothing lives (the new release died too): back to the record.
-        rt.point_proxy(state.port)
-        msg = f"nginx pointed at a dead port; pointed it at {old_release} ({old_color}) again"
-        j.note("repair", "warn", msg)
-        ws.audit(ctx.name, "recovered", msg)
-    # Only now, with nginx on a release we keep: processes no pid file of it vouches for are orphans.
-    keep = {old_color: old_release} if old_color and old_release else {}
-    killed = rt.sweep_orphans(keep)
-    if killed:
-        msg = f"stopped {len(killed)} orphan process(es) of an interrupted deploy: {killed}"
-        j.note("sweep", "warn", msg)
-        ws.audit(ctx.name, "swept", msg)
-    return old_color, old_release
+            return
+        self.store.finish_deployment(self.dep_id, "failed", str(exc), self.downtime)
 
-
-def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions, dep_id: int,
-           release: str | None, facts: GitFacts | None, deadline: Deadline) -> DeployReport:
-    store = ws.store
-    j = Journal(ws, ctx.name, dep_id)
-    old_color, old_release = reconcile(ws, ctx, rt, j, deadline)
-    state = store.env_state(ctx.name)  # reconciling may have recorded what serves
-    store.set_deployment_previous(dep_id, state.current_release)
-    if release is None and opts.kind == "rollback":
-        release = store.rollback_target(ctx.name, state.current_release)
-        if release is None:
-            raise StepFailed(f"{ctx.name} has no earlier release to roll back to")
-    new_color = other_color(old_color)
-    new_port = rt.app_port(new_color)
-    nginx = rt.nginx_binary
-    old_alive = bool(old_color and rt.processes(old_color))
-    built_here = False
-
-    with j.step("preflight") as s:
-        checks = run_preflight(ws, ctx, rt, facts if release is None else None, new_port,
-                               state.port if old_alive else None, opts.skip_checks)
+    # the steps -------------------------------------------------------------------------------------
+    def preflight(self, s: StepHandle) -> None:
+        checks = run_preflight(self.ws, self.ctx, self.rt, self.facts if self.release is None else None,
+                               self.new, self.old if self.old_alive else None, self.opts.skip_checks)
         for c in checks:
-            ws.log.write(f"    {c.name:<9} {c.status:<7} {c.reason}", level="WARN" if c.status == "fail" else "INFO")
-            if c.status == "skipped" and c.name in opts.skip_checks:
-                ws.audit(ctx.name, "skip-check", f"pre-flight check {c.name} skipped by --skip-check")
+            self.ws.log.write(f"    {c.name:<9} {c.status:<7} {c.reason}",
+                              level="WARN" if c.status == "fail" else "INFO")
+            if c.status == "skipped" and c.name in self.opts.skip_checks:
+                self.ws.audit(self.ctx.name, "skip-check", f"pre-flight check {c.name} skipped by --skip-check")
         s.detail = pf.summarize(checks)
         failed = [c for c in checks if c.status == "fail"]
         if failed:
@@ -434,122 +519,86 @@ def _apply(ws: Workspace, ctx: EnvContext, rt: LocalRuntime, opts: DeployOptions
         if any(c.status == "warn" for c in checks):
             s.outcome = "warn"
 
-    if opts.kind != "rollback":
-        deadline.check("backup")
-        with j.step("backup") as s:
-            s.detail = take_backup(ws, ctx, dep_id)
-            if s.detail.startswith("skipped"):
-                s.outcome = "skipped"
+    def backup(self, s: StepHandle) -> None:
+        s.detail = take_backup(self.ws, self.ctx, self.dep_id, self.rt)
+        if s.detail.startswith("skipped"):
+            s.outcome = "skipped"
 
-    deadline.check("release")
-    with j.step("release") as s:
-        if release is None:
-            assert facts is not None
-            release = build_release(ctx.root, ctx.state_dir, facts, store, ws.runner,
-                                    ctx.config.releases.requirements, include_dirty=not ctx.require_clean_git)
-            built_here = True
-            s.detail = f"built {release} from {facts.head[:7]}"
+    def prepare_release(self, s: StepHandle) -> None:
+        if self.release is None:
+            assert self.facts is not None
+            self.release = build_release(
+                self.ctx.root, self.ctx.state_dir, self.facts, self.store, self.ws.runner,
+                self.ctx.config.releases.requirements, include_dirty=not self.ctx.require_clean_git)
+            self.built_here = True
+            s.detail = f"built {self.release} from {self.facts.head[:7]}"
         else:
-            s.detail = f"reusing {release}"
-        rdir = release_path(store, release)
-        venv = rt.ensure_venv(rdir, ctx.config.releases.requirements)
-        s.detail += f"; venv {venv.name if venv else 'none (no requirements file)'}"
-    store.set_deployment_release(dep_id, release)
+            s.detail = f"reusing {self.release}"
+        self.rdir = release_path(self.store, self.release)
+        self.store.set_deployment_release(self.dep_id, self.release)
+        s.detail += f"; {self.rt.prepare(self.release, self.rdir)}"
 
-    def discard_new() -> None:
-        assert release is not None
-        if built_here and not _release_in_use(ws, release):
-            remove_release(store, release)
+    def migrate(self, s: StepHandle) -> None:
+        assert self.release is not None and self.rdir is not None
+        db = self.ctx.database
+        if db.engine == "sqlite":
+            sqlite_path = Path(db.path) if Path(db.path).is_absolute() else self.ctx.root / db.path
+            make_dirs(sqlite_path.parent, root=self.ctx.root if inside(self.ctx.root, sqlite_path) else None)
+        cmd = self.rt.release_command(self.release, self.rdir, timeout=max(10.0, self.deadline.remaining))
+        s.detail = cmd or "no release command"
+        if cmd is None:
+            s.outcome = "skipped"
+        if db.engine == "sqlite":
+            # The app made it under its umask; it holds the app's data: 0600, like its -wal/-shm.
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                p = sqlite_path.with_name(sqlite_path.name + suffix)
+                narrow_mode(p, 0o600, root=self.ctx.root if inside(self.ctx.root, p) else None)
 
-    if opts.kind != "rollback":
-        deadline.check("the release command")
-        with j.step("migrate") as s:
-            db = ctx.database
-            if db.engine == "sqlite":
-                sqlite_path = Path(db.path) if Path(db.path).is_absolute() else ctx.root / db.path
-                make_dirs(sqlite_path.parent, root=ctx.root if inside(ctx.root, sqlite_path) else None)
-            try:
-                cmd = rt.run_release_command(rdir, release, venv, timeout=max(10.0, deadline.remaining))
-            except BaseException:  # any failure, bad input included, leaves no built release behind
-                discard_new()
-                raise
-            s.detail = cmd or "no release command"
-            if cmd is None:
-                s.outcome = "skipped"
+    def start(self, s: StepHandle) -> None:
+        assert self.release is not None and self.rdir is not None
+        s.detail = self.rt.start(self.release, self.rdir, self.new)
 
-    downtime = False
-    if nginx is None and old_alive:
-        assert old_color is not None
-        with j.step("stop-old") as s:
-            rt.stop(old_color, ctx.env.drain)
-            downtime = True
-            s.detail = f"stopped {old_release} first (no nginx: downtime)"
-            s.outcome = "warn"
+    def health(self, s: StepHandle) -> None:
+        health = self.ctx.config.web_service[1].health
+        assert health is not None
+        _, prober = self.rt.public_probe()  # the runtime's prober also speaks to its units directly
+        gate = wait_healthy(
+            self.rt.probe_url(self.new), expect=health.expect, timeout=health.timeout, interval=health.interval,
+            deadline=min(health.deadline, max(1.0, self.deadline.remaining)), probe=prober,
+            fail_fast=lambda: self.rt.exited(self.new),
+        )
+        s.detail = f"{gate.reason} ({gate.attempts} attempt(s))"
+        if not gate.ok:
+            raise StepFailed(f"health gate failed for {self.release}: {gate.reason}")
 
-    def restore_old_without_proxy() -> None:
-        if nginx is None and old_alive and old_release and old_color:
-            rt.start(release_path(store, old_release), old_release, old_color,
-                     rt.ensure_venv(release_path(store, old_release), ctx.config.releases.requirements))
+    def cutover(self, s: StepHandle) -> None:
+        detail = self.rt.cut_over(self.new)
+        self.cut_over = True
+        s.detail = detail
 
-    health = ctx.config.web_service[1].health
-    assert health is not None
-    try:
-        deadline.check("start")
-        with j.step("start") as s:
-            procs = rt.start(rdir, release, new_color, venv)
-            s.detail = f"{len(procs)} process(es) as {new_color} on port {new_port}: " + ", ".join(
-                f"{p.service}[{p.pid}]" for p in procs)
-        with j.step("health") as s:
-            gate = wait_healthy(
-                f"http://{host_port(rt.listen_host, new_port)}{health.path}", expect=health.expect,
-                timeout=health.timeout,
-                interval=health.interval, deadline=min(health.deadline, max(1.0, deadline.remaining)),
-                fail_fast=lambda: rt.exited(new_color),
-            )
-            s.detail = f"{gate.reason} ({gate.attempts} attempt(s))"
-            if not gate.ok:
-                raise StepFailed(f"health gate failed for {release}: {gate.reason}")
-    except BaseException as exc:
-        rt.stop(new_color, 2.0)
-        restore_old_without_proxy()
-        j.note("rollback", "ok", f"discarded {release}; " + (
-            f"{old_release} keeps serving" if old_release else "nothing was serving before"))
-        discard_new()
-        store.finish_deployment(dep_id, "failed", str(exc), downtime)
-        raise
+    def watch(self, s: StepHandle) -> None:
+        health = self.ctx.config.web_service[1].health
+        assert health is not None
+        url, prober = self.rt.public_probe()
+        w = watch(url, seconds=self.ctx.env.watch, expect=health.expect, timeout=health.timeout, probe=prober)
+        s.detail = w.reason
+        if not w.ok:
+            raise StepFailed(f"{self.release} {w.reason}")
 
-    cut_over = False
-    try:
-        if nginx is not None:
-            with j.step("cutover") as s:
-                how = rt.point_proxy(new_port)
-                cut_over = True
-                s.detail = f"nginx upstream-{ctx.name}.conf → port {new_port}, {how}"
-            with j.step("watch") as s:
-                w = watch(probe_url(ctx, rt), seconds=ctx.env.watch, expect=health.expect,
-                          timeout=health.timeout, probe=proxy_prober(rt))
-                s.detail = w.reason
-                if not w.ok:
-                    raise StepFailed(f"{release} {w.reason}")
-    except BaseException as exc:
-        if cut_over and old_alive:
-            rt.point_proxy(state.port or rt.app_port(old_color or "blue"))
-            j.note("rollback", "ok", f"traffic back on {old_release} ({old_color}); {release} stopped")
+    def stop_old(self, s: StepHandle) -> None:
+        if not (self.old_alive and self.old):
+            s.detail, s.outcome = "nothing was running", "skipped"
+            return
+        n = self.rt.stop(self.old, self.ctx.env.drain)
+        if self.rt.zero_downtime:
+            s.detail = f"drained and stopped {n} unit(s) of {self.old_release} ({self.old.slot})"
         else:
-            j.note("rollback", "ok", f"{release} stopped; " + (
-                f"{old_release} keeps serving" if old_alive else "nothing was serving before"))
-        rt.stop(new_color, 2.0)
-        store.finish_deployment(dep_id, "failed", str(exc), downtime)
-        raise
+            self.downtime = True
+            s.detail, s.outcome = f"stopped {self.old_release} first (downtime)", "warn"
 
-    if nginx is not None and old_alive:
-        assert old_color is not None
-        with j.step("stop-old") as s:
-            n = rt.stop(old_color, ctx.env.drain)
-            s.detail = f"drained and stopped {n} process(es) of {old_release} ({old_color})"
-    previous = old_release if old_release != release else state.previous_release
-    store.set_env_state(ctx.name, release, previous, new_color, new_port, downtime)
-    store.finish_deployment(dep_id, "succeeded", None, downtime)
-    note = " (with downtime: no nginx)" if downtime else ""
-    ws.log.write(f"[{ctx.name}] deployed {release} → {ctx.env.url}{note}")
-    return DeployReport(ctx.name, release, "succeeded", dep_id, downtime)
+    def record(self, s: StepHandle) -> None:
+        previous = self.old_release if self.old_release != self.release else self.state.previous_release
+        self.store.set_env_state(self.ctx.name, self.release, previous, self.rt.settle(self.new).as_json(),
+                                 self.downtime)
+        self.store.finish_deployment(self.dep_id, "succeeded", None, self.downtime)
+        s.detail = f"{self.release} current, {previous or 'none'} previous"

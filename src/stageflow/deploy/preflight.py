@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -76,15 +75,6 @@ def check_disk(path: Path, need_mb: int, db_bytes: int) -> Check:
     if free < need:
         return Check("disk", "fail", f"{free // 2**20} MiB free at {probe}, need {need // 2**20} MiB for the backup")
     return Check("disk", "pass", f"{free // 2**20} MiB free for backups")
-
-
-def check_runtime(nginx: str | None, port: int, port_busy: Callable[[int], bool], active_port: int | None) -> Check:
-    """The proxy is available (else a warning: the deploy will have downtime) and the new port is free."""
-    if port != active_port and port_busy(port):
-        return Check("runtime", "fail", f"port {port} is in use by another program; free it or set app_ports")
-    if nginx is None:
-        return Check("runtime", "warn", "nginx not found: stop-then-start deploy with downtime (apt-get install nginx)")
-    return Check("runtime", "pass", f"nginx at {nginx}; new release will listen on port {port}")
 
 
 def summarize(checks: list[Check]) -> str:

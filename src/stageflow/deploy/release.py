@@ -48,6 +48,16 @@ def read_git(root: Path, runner: Runner) -> GitFacts:
     return GitFacts(sha, parse_porcelain(status.stdout), subj.stdout.strip())
 
 
+def file_hash(path: Path) -> str | None:
+    """sha256 of a file, None when absent."""
+    try:
+        import hashlib  # not at the top: `status` never hashes, and OpenSSL's set-up costs ~5 ms
+
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
 def release_id(sha: str, dirty: bool, now: datetime | None = None) -> str:
     """``<UTC timestamp>-<short sha>[-dirty]``; sortable by time."""
     ts = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -62,7 +72,6 @@ def releases_dir(state_dir: Path) -> Path:
 def build_release(root: Path, state_dir: Path, facts: GitFacts, store: Store, runner: Runner,
                   requirements: str, *, include_dirty: bool) -> str:
     """Export the commit (plus dirty changes when allowed) into a new release directory."""
-    from stageflow.runtimes.local import file_hash
 
     sha = facts.head
     tree = sha

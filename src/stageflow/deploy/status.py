@@ -14,7 +14,7 @@ from stageflow.config.loader import EnvContext, load_env_context, load_project, 
 from stageflow.errors import ConfigError
 
 if TYPE_CHECKING:
-    from stageflow.runtimes.local import LocalRuntime, ProcInfo
+    from stageflow.runtimes.base import Placement
     from stageflow.state.store import EnvState
     from stageflow.workspace import Workspace
 
@@ -44,6 +44,8 @@ class EnvStatus:
     mismatch: str | None = None
     #: Why the lock may be taken over (its holder died, its lease expired), else None.
     lock_stale: str | None = None
+    #: Per service, what the runtime knows (compose: containers, health, image, uptime, restarts).
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -57,7 +59,8 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
     from stageflow.deploy.health import Probe
     from stageflow.deploy.lock import read_lock, stale_reason
     from stageflow.deploy.probe import probe_env
-    from stageflow.runtimes.local import LocalRuntime
+    from stageflow.runtimes import runtime_for
+    from stageflow.runtimes.base import Placement
 
     config = load_project(ws.root)
     names = [resolve_env_name(config, env)] if env else list(config.environments)
@@ -76,7 +79,7 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
 
     def probe(name: str) -> None:
         try:
-            p: Probe = probe_env(contexts[name], LocalRuntime(contexts[name], ws.runner))
+            p: Probe = probe_env(contexts[name], runtime_for(contexts[name], ws.runner, ws.store))
             health[name] = (p.ok, p.reason)
             upstreams[name] = p.upstream
         except Exception as exc:
@@ -101,71 +104,47 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
     for name in names:
         st = states[name]
         ctx = contexts.get(name)
-        rt = LocalRuntime(ctx, ws.runner) if ctx else None
-        # Every live process of the env, whichever color: a crashed deploy may have left two releases.
-        procs = rt.all_processes() if rt else []
-        restarts = rt.restarts(st.color) if rt and st.color and st.current_release else {}
+        rt = runtime_for(ctx, ws.runner, ws.store) if ctx else None
+        placement = Placement.from_json(st.placement) if st.placement else None
+        # Every live unit of the env, whatever the record says: a crashed deploy may have left two releases.
+        live = rt.status(placement) if rt else None
         lock = read_lock(ws.store, name)
-        rows.append((name, st, rt, procs, restarts, lock))
+        rows.append((name, st, ctx, rt, placement, live, lock))
     for t in probes:
         t.join()
     out = []
-    for name, st, rt, procs, restarts, lock in rows:
+    for name, st, ctx, rt, placement, live, lock in rows:
         healthy, reason = health[name]
         section = config.environments[name]
-        serving = _serving(rt, upstreams.get(name)) if rt and st.current_release else None
+        serving = rt.routed(upstreams.get(name)) if rt and st.current_release else None
         release_id = serving[1] if serving else st.current_release
         # A deploy in progress runs two releases and moves traffic before it records: not a mismatch.
         busy = lock is not None and stale_reason(lock) is None
-        mismatch = None if busy else _mismatch(st, serving, procs)
+        mismatch = None if busy or live is None or rt is None else _mismatch(
+            st, placement, serving, live.releases, rt.describe("proxy", None))
         release = ws.store.release(release_id) if release_id else None
         out.append(EnvStatus(
             name, release_id, release["commit_sha"] if release else None, healthy, reason,
-            rt.ctx.env.url if rt else section.url, section.runtime,
+            ctx.env.url if ctx else section.url, section.runtime,
             st.deployed_at if st.current_release else None, st.previous_release,
-            st.downtime, len(procs), lock.describe() if lock else None,
-            sum(_count(r) for r in restarts.values()),
-            [_describe_restarts(service, r) for service, r in restarts.items()],
+            st.downtime, live.units if live else 0, lock.describe() if lock else None,
+            live.restarts if live and st.current_release else 0,
+            list(live.notes) if live and st.current_release else [],
             st.current_release, mismatch, stale_reason(lock) if lock else None,
+            {k: dict(v) for k, v in live.services.items()} if live else {},
         ))
     return out
 
 
-def _serving(rt: LocalRuntime, upstream: str | None) -> tuple[str, str] | None:
-    """(color, release) the proxy routes to: as its probe answer says, else as its upstream file says."""
-    if rt.nginx_binary is None:
-        return None
-    port: int | None = None
-    if upstream:
-        try:
-            port = int(upstream.split(",")[-1].strip().rsplit(":", 1)[1])
-        except (IndexError, ValueError):
-            port = None
-    if port is None and rt.nginx_running():
-        port = rt.proxied_port()
-    return rt.release_on_port(port)
-
-
-def _mismatch(st: EnvState, serving: tuple[str, str] | None, procs: list[ProcInfo]) -> str | None:
+def _mismatch(st: EnvState, recorded: Placement | None, serving: tuple[Placement, str] | None,
+              releases: tuple[str, ...], proxy: str) -> str | None:
     if not st.current_release:
         return None
-    releases = sorted({p.release for p in procs})
-    if serving and (serving[1] != st.current_release or serving[0] != st.color):
-        return (f"nginx routes to {serving[1]} ({serving[0]}) but the record says {st.current_release} "
-                f"({st.color}): a deploy was interrupted; the next deploy or rollback repairs it first")
+    where = recorded.slot if recorded else "?"
+    if serving and (serving[1] != st.current_release or serving[0].slot != where):
+        return (f"{proxy} routes to {serving[1]} ({serving[0].slot}) but the record says {st.current_release} "
+                f"({where}): a deploy was interrupted; the next deploy or rollback repairs it first")
     if len(releases) > 1:
         return (f"{len(releases)} releases run ({', '.join(releases)}) where the record says "
                 f"{st.current_release}: the next deploy stops the one that does not serve")
     return None
-
-
-def _count(record: dict[str, object]) -> int:
-    value = record.get("restarts")
-    return value if isinstance(value, int) else 0  # a damaged record counts nothing, it does not crash
-
-
-def _describe_restarts(service: str, record: dict[str, object]) -> str:
-    last = f"last: {record.get('last_exit')} at {str(record.get('at', '?'))[:19]}"
-    if record.get("gave_up"):
-        return f"{service}: supervisor gave up after {record.get('restarts')} restart(s) ({last})"
-    return f"{service} restarted {record.get('restarts')}× ({last})"

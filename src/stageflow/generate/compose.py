@@ -67,6 +67,9 @@ LIMITS: dict[str, tuple[str, str]] = {
     "redis": ("0.5", "256M"),
     "nginx": ("0.5", "128M"),
 }
+#: What the compose runtime computes for the app (DATABASE_URL and REDIS_URL naming the stack's own
+#: services, stageflow.yml's ``variables``), 0600; optional so the file also runs before any deploy.
+RUNTIME_ENV_FILE = ".stageflow/compose/{env}.env"
 EDGE, INTERNAL = "edge", "internal"
 CONTAINER_HOST = "0.0.0.0"
 
@@ -284,7 +287,8 @@ def build_compose(
         if command:
             spec["command"] = command
         spec["user"] = APP_USER
-        spec["env_file"] = [env_file]
+        spec["env_file"] = [env_file, {"path": _rel(root / RUNTIME_ENV_FILE.format(env=env), out_dir),
+                                       "required": False}]
         spec["environment"] = {"STAGEFLOW_ENV": env, "PYTHONUNBUFFERED": "1"}
         if dev:
             spec["environment"]["PYTHONDONTWRITEBYTECODE"] = "1"

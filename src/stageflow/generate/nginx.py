@@ -228,7 +228,7 @@ def site_options(
         admin_allow = tuple(_address(a, f"{where}.admin_allow") for a in s.admin_allow)
     else:
         # Production's admin is reachable only from the host itself (an SSH tunnel) unless configured.
-        admin_allow = ("127.0.0.1/32", "::1/128") if env == "production" else ()
+        admin_allow = ("127.0.0.1/32", "::1/128") if config.is_production(env) else ()
     version = nginx_version or HTTP2_DIRECTIVE_SINCE
     _, web = config.web_service
     health_path = web.health.path if web.health else "/health/"

@@ -52,7 +52,7 @@ class LocalMemory:
 
     def memory(self) -> dict[str, float]:
         """Every live service process of the colour nginx routes to (or of any colour without a proxy)."""
-        serving = self.runtime.serving()
+        serving = self.runtime.serving_color()
         colors = [serving[0]] if serving else list(self.colors)
         out: dict[str, float] = {}
         for color in colors:

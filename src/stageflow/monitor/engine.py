@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,6 @@ from stageflow.alerts.rules import SENT, Timing, incident_duration, step
 from stageflow.config.loader import EnvContext, load_env_context, load_project, resolve_env_name
 from stageflow.monitor.checks import Check
 from stageflow.monitor.checks.logs import Cursor
-from stageflow.monitor.checks.system import HOST
 from stageflow.monitor.resources import MonitorSource
 from stageflow.monitor.thresholds import VARIABLES, Limits, check_variables, thresholds_for
 from stageflow.state.monitoring import AlertRow, MonitorState, Transition
@@ -176,7 +175,8 @@ class Monitor:
                                  cond, t)
 
             out.append(http("public", ctx.env.url + path, expect, mon.health_json, timeout))
-            port = self.store.env_state(ctx.name).port
+            placement = self.store.env_state(ctx.name).placement or {}  # the local runtime's: {slot, port}
+            port = placement.get("port") if isinstance(placement.get("port"), int) else None
             if port and ctx.env.runtime == "local" and self.config.nginx.enabled != "off":
                 host = self._listen_host(ctx)
                 if port != ctx.env.url_port:
@@ -199,7 +199,7 @@ class Monitor:
                 access = w.source.access_log()
                 if access is not None and access.exists():
                     out.append(AccessLogCheck(ctx.name, access, lim["error_rate"], lim["response_time_ms"],
-                                              mon.min_requests, self.interval, cursors))
+                                              mon.min_requests, self.interval, cursors, now=self.clock()))
         return out
 
     @staticmethod
@@ -288,8 +288,13 @@ class Monitor:
                 return w.timing
         return self.host_timing
 
-    def commit(self, observations: list[Observation], now: float, readers: list[Any] = ()) -> list[stages.Notice]:  # type: ignore[assignment]
-        """Step every alert, pass the notices through the stages into the outbox, save samples."""
+    def commit(self, observations: list[Observation], now: float,
+               readers: Sequence[Any] = ()) -> list[stages.Notice]:
+        """Step every alert, pass the notices through the stages into the outbox, save samples.
+
+        ``readers`` are the log checks of the cycle: their cursors are saved in the same transaction,
+        so lines counted once are never counted again, even after a crash.
+        """
         st = self.state
         with st.tx():
             record = stages.history_recorder(st, now)
@@ -365,7 +370,7 @@ class Monitor:
                     st.add_samples(obs.env, now, values)
             for reader in readers:
                 for cur in reader.updated:
-                    st.set_log_cursor(cur.path, cur.inode, cur.offset, cur.kinds)
+                    st.set_log_cursor(cur.path, cur.inode, cur.offset, cur.kinds, now)
                 reader.updated.clear()
         return queued
 
@@ -397,7 +402,3 @@ async def deliver(state: MonitorState, notifiers: list[Notifier], config: Projec
             with contextlib.suppress(Exception):
                 await http.aclose()
 
-
-def host_name() -> str:
-    """The pseudo-environment of host-wide checks."""
-    return HOST

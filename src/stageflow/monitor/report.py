@@ -88,8 +88,10 @@ def build_report(monitor: Monitor, env: str, seconds: float, now: float | None =
         paths.setdefault(f"(probe) {target}", []).append(v)
     ranked = sorted(paths.items(), key=lambda kv: -percentile(kv[1], 95))[:10]
     rep.slowest = [{"endpoint": p, "p95_ms": percentile(v, 95), "samples": len(v)} for p, v in ranked]
-    kinds = [json.loads(r[0]) for r in st.db.execute("SELECT kinds FROM log_cursors")]
-    rep.error_kinds = [k for ks in kinds for k in ks][-20:]
+    files = [str(f) for w in monitor.watches if w.ctx.name == env and w.source for f in w.source.log_files().values()]
+    for path in files:
+        cursor = st.log_cursor(path)
+        rep.error_kinds += cursor[2][-20:] if cursor else []
     for metric in ("response_ms", "service_cpu", "service_memory"):
         rep.series[metric] = [(ts, v) for ts, _, v in st.samples(env, metric, since, now)]
     host_cpu = [(ts, v) for ts, _, v in st.samples("host", "cpu", since, now)]

@@ -29,8 +29,9 @@ class LocalSource:
 
     def log_files(self) -> dict[str, Path]:
         """Logs of the color that serves now (none when nothing was deployed)."""
-        color = self.store.env_state(self.ctx.name).color
-        if color is None:
+        placement = self.store.env_state(self.ctx.name).placement  # the local runtime's: {slot: color, port}
+        color = placement.get("slot") if placement else None
+        if not isinstance(color, str):
             return {}
         return {name: self.rt.log_dir / f"{name}-{color}.log" for name, svc in self.ctx.config.services.items()
                 if svc.command}

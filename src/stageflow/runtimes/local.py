@@ -22,21 +22,28 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from stageflow.commands import nginx as nginx_cmd
 from stageflow.config.loader import EnvContext
 from stageflow.contexts import host_port, nginx_token
+from stageflow.deploy.release import file_hash
 from stageflow.errors import ConfigError, OperationError, StageflowError
-from stageflow.fsutil import create_private, inside, make_dirs, open_append, read_file, write_file
+from stageflow.fsutil import allow_traverse, create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
-from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, is_ours, proc_stat, running
 from stageflow.runner import Runner
+from stageflow.runtimes.base import Placement, RuntimeStatus
+
+if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget
+    from stageflow.deploy.health import Prober
+    from stageflow.deploy.preflight import Check
+    from stageflow.state.store import Store
 
 if TYPE_CHECKING:
     from stageflow.monitor.resources import ServiceStats
@@ -48,16 +55,6 @@ _BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOG
 def other_color(color: str | None) -> str:
     """The color a new release starts on."""
     return "green" if color == "blue" else "blue"
-
-
-def file_hash(path: Path) -> str | None:
-    """sha256 of a file, None when absent."""
-    try:
-        import hashlib  # not at the top: `status` never hashes, and OpenSSL's set-up costs ~5 ms
-
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
 
 
 @dataclass(frozen=True)
@@ -77,9 +74,10 @@ class ProcInfo:
 class LocalRuntime:
     """Runs one environment's services on this machine."""
 
-    name = "local"
+    name: ClassVar[str] = "local"
 
-    def __init__(self, ctx: EnvContext, runner: Runner) -> None:
+    def __init__(self, ctx: EnvContext, runner: Runner, store: Store | None = None) -> None:
+        del store  # the local runtime keeps its records in pid files next to the processes
         self.ctx = ctx
         self.runner = runner
         self.env = ctx.name
@@ -250,7 +248,7 @@ http {{
                     return color, info.release
         return None
 
-    def serving(self) -> tuple[str, str] | None:
+    def serving_color(self) -> tuple[str, str] | None:
         """(color, release) of the live web process the running proxy routes to; None when unknown."""
         if self.nginx_binary is None or not self.nginx_running():
             return None
@@ -286,10 +284,7 @@ http {{
         pid = self._nginx_master()
         if pid is None:
             return
-        if self.runner.log:
-            self.runner.log(f"$ kill -{sig.name.removeprefix('SIG')} {pid}  # {what}")
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
+        self.runner.signal(pid, sig, what=what)
 
     def orphan_proxy_workers(self) -> list[int]:
         """Workers of this env's nginx whose master died (``kill -9``, the OOM killer).
@@ -312,14 +307,13 @@ http {{
         """QUIT the orphaned workers (they finish their requests), KILL what is left after 5 s."""
         pids = self.orphan_proxy_workers()
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGQUIT)
+            self.runner.signal(pid, signal.SIGQUIT)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and any(running(pid) for pid in pids):
             time.sleep(0.02)
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            if running(pid):
+                self.runner.signal(pid, signal.SIGKILL)
         return len(pids)
 
     def point_proxy(self, port: int) -> str:
@@ -332,6 +326,8 @@ http {{
             raise OperationError("point_proxy needs nginx")
         root = self.ctx.root
         make_dirs(self.nginx_dir / "tmp", root=root)
+        if os.geteuid() == 0:
+            allow_traverse(self.nginx_dir / "tmp", root=root)  # its workers run as nobody
         for log in ("access.log", "error.log"):  # nginx would create them world-readable
             create_private(self.nginx_dir / log, root=root)
         conf = self._nginx_conf()
@@ -450,16 +446,15 @@ http {{
         make_dirs(self.log_dir, root=self.ctx.root)
         env = self.process_env(release, "release", 0, venv)
         argv = ["/bin/sh", "-c", svc.release]
-        if self.runner.log:
-            self.runner.log(f"$ {masker.mask(svc.release)}  (release command of {release})")
         log_path = self.log_dir / "release.log"
         started = time.monotonic()
         with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
             log.write(f"--- {release}: release command ---\n".encode())
             log.flush()
             offset = log.tell()
-            proc = subprocess.Popen(argv, cwd=release_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            # Exactly the app's environment (process_env), nothing of stageflow's own.
+            proc = self.runner.spawn(argv, cwd=release_dir, env=env, stdout=log,
+                                     what=f"release command of {release}")
         pidfile = self._release_pidfile()
         info = ProcInfo("release", "release", proc.pid, psutil.Process(proc.pid).create_time(), release, None,
                         proc_stat(proc.pid)[1])
@@ -467,7 +462,7 @@ http {{
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _terminate_group(proc.pid, 5.0)
+            _terminate_group(self.runner, proc.pid, 5.0)
             proc.wait()
             raise OperationError(f"release command '{svc.release}' timed out after {timeout:.0f}s") from None
         finally:
@@ -500,7 +495,7 @@ http {{
         while time.monotonic() < deadline and _alive(info):
             time.sleep(0.1)
         if _alive(info) and is_ours(info.pid, start_ticks=info.start_ticks, cwd_in=str(self.ctx.root)):
-            _terminate_group(info.pid, 5.0)
+            _terminate_group(self.runner, info.pid, 5.0)
             outcome = f"stopped it after waiting {wait:.0f}s"
         else:
             outcome = "waited for it to finish"
@@ -511,7 +506,7 @@ http {{
     def _pidfile(self, service: str, color: str) -> Path:
         return self.run_dir / f"{service}-{color}.json"
 
-    def start(self, release_dir: Path, release: str, color: str, venv: Path | None) -> list[ProcInfo]:
+    def start_color(self, release_dir: Path, release: str, color: str, venv: Path | None) -> list[ProcInfo]:
         """Start every service of ``release`` as ``color``."""
         import psutil
 
@@ -532,11 +527,10 @@ http {{
                 # -I: the app's variables (PYTHONPATH…) must not reach stageflow's own interpreter.
                 record = self._restarts_file(name, color)
                 record.unlink(missing_ok=True)
-                proc = subprocess.Popen(
+                proc = self.runner.spawn(
                     [sys.executable, "-I", "-m", "stageflow.runtimes.supervise", "--record", str(record), "--",
                      "/bin/sh", "-c", f"exec {cmd}"], cwd=release_dir,
-                    env=self.process_env(release, color, port, venv), stdin=subprocess.DEVNULL,
-                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                    env=self.process_env(release, color, port, venv), stdout=log, what=f"{name} ({color})",
                 )
             info = ProcInfo(
                 name, color, proc.pid, psutil.Process(proc.pid).create_time(), release,
@@ -638,7 +632,7 @@ http {{
         return _alive(info) and is_ours(info.pid, start_ticks=info.start_ticks,
                                         argv_has="stageflow.runtimes.supervise", cwd_in=str(self.ctx.root))
 
-    def exited(self, color: str) -> str | None:
+    def exited_color(self, color: str) -> str | None:
         """Describe a web process of ``color`` that already died (fast health failure), else None."""
         name, _ = self.ctx.config.web_service
         info = self._read_pidfile(name, color)
@@ -655,19 +649,19 @@ http {{
             return ""
         return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
-    def stop(self, color: str, drain: float = 10.0) -> int:
+    def stop_color(self, color: str, drain: float = 10.0) -> int:
         """Stop every service of ``color``: TERM (graceful drain), then KILL. Returns how many stopped."""
         count = 0
         for name in self.ctx.config.services:
             info = self._read_pidfile(name, color)
             if info and self._ours(info):
-                _terminate_group(info.pid, drain)
+                _terminate_group(self.runner, info.pid, drain)
                 count += 1
             self._pidfile(name, color).unlink(missing_ok=True)
             self._restarts_file(name, color).unlink(missing_ok=True)
         return count
 
-    def sweep_orphans(self, keep: Mapping[str, str] | None = None) -> list[int]:
+    def sweep_pids(self, keep: Mapping[str, str] | None = None) -> list[int]:
         """Kill processes of this env that no pid file vouches for (left by a killed deploy).
 
         ``keep`` maps color → release that must survive. Returns killed pids.
@@ -697,9 +691,9 @@ http {{
                 continue
             with contextlib.suppress(psutil.NoSuchProcess):
                 if os.getpgid(proc.pid) == proc.pid:
-                    _terminate_group(proc.pid, 2.0)
+                    _terminate_group(self.runner, proc.pid, 2.0)
                 else:
-                    proc.kill()
+                    self.runner.signal(proc.pid, signal.SIGKILL)
                 killed.append(proc.pid)
         for color in COLORS:
             if color not in keep:
@@ -707,13 +701,218 @@ http {{
                     self._pidfile(name, color).unlink(missing_ok=True)
         return killed
 
+    # the Runtime protocol (stageflow.runtimes.base) -----------------------------------------------
+    @property
+    def zero_downtime(self) -> bool:
+        """With nginx a new release starts beside the old one; without, it replaces it (downtime)."""
+        return self.nginx_binary is not None
+
+    def _placement(self, color: str) -> Placement:
+        return Placement(color, {"port": self.app_port(color)})
+
+    def _port(self, placement: Placement) -> int:
+        port = placement.data.get("port")
+        return port if isinstance(port, int) else self.app_port(placement.slot)
+
+    def next_placement(self, current: Placement | None) -> Placement:
+        """The other color (blue first)."""
+        return self._placement(other_color(current.slot if current else None))
+
+    def serving(self) -> tuple[Placement, str] | None:
+        """The color the running nginx routes to, when its web process is alive."""
+        found = self.serving_color()
+        return (self._placement(found[0]), found[1]) if found else None
+
+    def alive(self, placement: Placement) -> bool:
+        """Some process of the color still runs."""
+        return bool(placement.slot in COLORS and self.processes(placement.slot))
+
+    def describe(self, action: str, placement: Placement | None) -> str:
+        """Plan words: venvs, colors, ports, nginx."""
+        slot = placement.slot if placement else "-"
+        port = self._port(placement) if placement else None
+        if action == "prepare":
+            return "and its virtualenv"
+        if action == "start":
+            return f"as {slot} on port {port}"
+        if action == "probe":
+            return self.probe_url(placement) if placement else "-"
+        if action == "cutover":
+            return f"point nginx upstream-{self.env}.conf at port {port}, nginx -t, reload"
+        if action == "stop":
+            return f"({slot})"
+        if action == "proxy":
+            return "nginx"
+        if action == "no-proxy":
+            return "no nginx: downtime"
+        return action
+
+    def preflight(self, new: Placement, active: Placement | None) -> Check:
+        """nginx (else a downtime warning), a free port for the new color, TLS files for https."""
+        from stageflow.deploy.preflight import Check
+
+        url = self.ctx.env.url
+        check = _check_ports(self.nginx_binary, self._port(new), self.port_in_use,
+                              self._port(active) if active else None)
+        if check.status != "fail" and self.nginx_binary and not self.nginx_running() and self.port_in_use(
+                self.ctx.env.url_port):
+            if self.orphan_proxy_workers():
+                check = Check("runtime", "warn", f"{check.reason}; this env's nginx master died and its "
+                              f"workers still hold port {self.ctx.env.url_port}: they are replaced at cutover")
+            else:
+                check = Check("runtime", "fail", f"port {self.ctx.env.url_port} of {url} is in use by "
+                              "another program; stop it or change the URL")
+        if check.status != "fail" and self.https:
+            try:
+                if self.nginx_binary is None:
+                    raise OperationError(f"{url} is https: serving it needs nginx (apt-get install nginx)")
+                check = Check("runtime", check.status, f"{check.reason}; TLS with {self.tls_files()[0]}")
+            except OperationError as exc:
+                check = Check("runtime", "fail", str(exc))
+        return check
+
+    def sweep_orphans(self, keep: Placement | None) -> list[str]:
+        """Processes of this env no pid file vouches for (left by a killed deploy), as pids."""
+        return [str(pid) for pid in self.sweep_pids({keep.slot: "kept"} if keep else {})]
+
+    def settle(self, placement: Placement) -> Placement:
+        """A color's record does not change once it runs."""
+        return placement
+
+    def repair_routing(self, placement: Placement) -> str | None:
+        """A deploy killed between cutover and record can leave nginx on a swept color: point it back."""
+        port = self._port(placement)
+        if self.nginx_binary and self.nginx_running() and self.proxied_port() != port:
+            self.point_proxy(port)
+            return f"proxy pointed at port {self.proxied_port()} again"
+        return None
+
+    def _venv(self, release_dir: Path) -> Path | None:
+        return self.ensure_venv(release_dir, self.ctx.config.releases.requirements)
+
+    def prepare(self, release: str, release_dir: Path) -> str:
+        """The release's virtualenv (shared by every release with the same requirements file)."""
+        venv = self._venv(release_dir)
+        return f"venv {venv.name if venv else 'none (no requirements file)'}"
+
+    def release_command(self, release: str, release_dir: Path, timeout: float) -> str | None:
+        """The release command in the release's directory and venv, with the app's variables only."""
+        return self.run_release_command(release_dir, release, self._venv(release_dir), timeout=timeout)
+
+    def start(self, release: str, release_dir: Path, placement: Placement) -> str:
+        """Every service of the release as the placement's color, each under a supervisor."""
+        procs = self.start_color(release_dir, release, placement.slot, self._venv(release_dir))
+        return f"{len(procs)} process(es) as {placement.slot} on port {self._port(placement)}: " + ", ".join(
+            f"{p.service}[{p.pid}]" for p in procs)
+
+    def probe_url(self, placement: Placement) -> str:
+        """The web process of the color, directly."""
+        health = self.ctx.config.web_service[1].health
+        return f"http://{host_port(self.listen_host, self._port(placement))}{health.path if health else '/'}"
+
+    def exited(self, placement: Placement) -> str | None:
+        """The web process of the color died (with its last log lines)."""
+        return self.exited_color(placement.slot)
+
+    def cut_over(self, placement: Placement) -> str:
+        """Rewrite the upstream file, ``nginx -t``, reload."""
+        port = self._port(placement)
+        how = self.point_proxy(port)
+        return f"nginx upstream-{self.env}.conf → port {port}, {how}"
+
+    def public_probe(self) -> tuple[str, Prober]:
+        """Through nginx (https when the URL is, trusting exactly the certificate it serves)."""
+        from stageflow.deploy.health import http_probe
+
+        health = self.ctx.config.web_service[1].health
+        tls = self.https and self.nginx_binary is not None
+        url = f"{'https' if tls else 'http'}://{host_port(self.listen_host, self.ctx.env.url_port)}" + (
+            health.path if health else "/")
+        # The probe token makes nginx say which upstream answered (status compares it with the record).
+        headers = self.probe_headers() if self.nginx_binary else {}
+        cert = self.tls_paths()[0] if tls else None
+        return url, lambda u, expect, timeout: http_probe(u, expect, timeout, cafile=cert, headers=headers)
+
+    def stop(self, placement: Placement, drain: float) -> int:
+        """TERM every process of the color (graceful drain), then KILL."""
+        return self.stop_color(placement.slot, drain)
+
+    def status(self, placement: Placement | None) -> RuntimeStatus:
+        """Live processes of every color, and what the supervisors of the placement's color recorded."""
+        procs = self.all_processes()
+        restarts = self.restarts(placement.slot) if placement and placement.slot in COLORS else {}
+        return RuntimeStatus(
+            len(procs), sum(_count(r) for r in restarts.values()),
+            tuple(_describe_restarts(service, r) for service, r in restarts.items()),
+            tuple(sorted({p.release for p in procs})),
+        )
+
+    def routed(self, upstream: str | None) -> tuple[Placement, str] | None:
+        """The color nginx routes to: the port its upstream header named, else its upstream file's."""
+        if self.nginx_binary is None:
+            return None
+        port: int | None = None
+        if upstream:
+            try:
+                port = int(upstream.split(",")[-1].strip().rsplit(":", 1)[1])
+            except (IndexError, ValueError):
+                port = None
+        if port is None and self.nginx_running():
+            port = self.proxied_port()
+        found = self.release_on_port(port)
+        return (self._placement(found[0]), found[1]) if found else None
+
+    def exec_command(self, placement: Placement, release: str, release_dir: Path, service: str,
+                     argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:
+        """The command in the serving release's directory and venv, with the app's variables only."""
+        venv = self._venv(release_dir)
+        env = self.process_env(release, placement.slot, self._port(placement), venv)
+        env.pop("STAGEFLOW_INSTANCE")  # a one-off command is no service: the orphan sweep leaves it alone
+        return list(argv), env, release_dir
+
+    def logs_command(self, placement: Placement, service: str | None, follow: bool, since: str | None,
+                     lines: int) -> list[str]:
+        """``tail`` of ``run/<env>/logs/<service>-<color>.log`` (``since`` is not supported: no timestamps)."""
+        if since:
+            raise OperationError("--since needs timestamped logs, which the local runtime does not write",
+                                 hint="leave out --since, or use -n LINES")
+        names = [service] if service else list(self.ctx.config.services)
+        files = [str(self.log_dir / f"{n}-{placement.slot}.log") for n in names
+                 if (self.log_dir / f"{n}-{placement.slot}.log").exists()]
+        if not files:
+            raise OperationError(f"no logs of {service or 'any service'} in {self.env} ({placement.slot})")
+        return ["tail", "-n", str(lines), *(["-F"] if follow else []), *files]
+
+    def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
+        """The database as configured, with the host's own client tools."""
+        return target, self.runner
+
+    def down(self) -> int:
+        """Both colors, any orphan, then nginx."""
+        drain = self.ctx.env.drain
+        n = self.stop_color("blue", drain) + self.stop_color("green", drain)
+        n += len(self.sweep_pids({}))
+        self.stop_proxy()
+        return n
+
     def port_in_use(self, port: int) -> bool:
         """True when something listens on ``port`` at the listen host."""
         import socket
 
-        with socket.socket() as s:
+        with socket.socket(socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET) as s:
             s.settimeout(0.5)
             return s.connect_ex((self.listen_host, port)) == 0
+
+
+def _check_ports(nginx: str | None, port: int, port_busy: Callable[[int], bool], active_port: int | None) -> Check:
+    """The proxy is available (else a warning: the deploy will have downtime) and the new port is free."""
+    from stageflow.deploy.preflight import Check
+
+    if port != active_port and port_busy(port):
+        return Check("runtime", "fail", f"port {port} is in use by another program; free it or set app_ports")
+    if nginx is None:
+        return Check("runtime", "warn", "nginx not found: stop-then-start deploy with downtime (apt-get install nginx)")
+    return Check("runtime", "pass", f"nginx at {nginx}; new release will listen on port {port}")
 
 
 def _executable(binary: str, root: Path) -> str:
@@ -857,7 +1056,7 @@ def _parse_pidfile(raw: bytes | None) -> ProcInfo | None:
     return info if ok else None
 
 
-def _terminate_group(pid: int, drain: float) -> None:
+def _terminate_group(runner: Runner, pid: int, drain: float) -> None:
     """TERM the process group led by ``pid``, wait up to ``drain`` seconds, then KILL it."""
     import psutil
 
@@ -865,8 +1064,7 @@ def _terminate_group(pid: int, drain: float) -> None:
         pgid = os.getpgid(pid)
     except ProcessLookupError:
         return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
+    runner.signal(pgid, signal.SIGTERM, group=True)
     deadline = time.monotonic() + drain
     while time.monotonic() < deadline:
         try:
@@ -878,5 +1076,16 @@ def _terminate_group(pid: int, drain: float) -> None:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    runner.signal(pgid, signal.SIGKILL, group=True)
+
+
+def _count(record: Mapping[str, object]) -> int:
+    value = record.get("restarts")
+    return value if isinstance(value, int) else 0  # a damaged record counts nothing, it does not crash
+
+
+def _describe_restarts(service: str, record: Mapping[str, object]) -> str:
+    last = f"last: {record.get('last_exit')} at {str(record.get('at', '?'))[:19]}"
+    if record.get("gave_up"):
+        return f"{service}: supervisor gave up after {record.get('restarts')} restart(s) ({last})"
+    return f"{service} restarted {record.get('restarts')}× ({last})"

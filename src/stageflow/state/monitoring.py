@@ -120,6 +120,8 @@ SCHEMA: list[str] = [
         heartbeat REAL NOT NULL
     )
     """,
+    # 2: when each log was last read, so throughput is per second of real time, not per interval
+    "ALTER TABLE log_cursors ADD COLUMN read_at REAL",
 ]
 
 OPEN_STATES = ("pending", "firing")
@@ -295,6 +297,11 @@ class MonitorState:
             db.executemany("UPDATE outbox SET status='delivered', delivered_at=?, attempts=attempts+1, "
                            "claimed_by=NULL WHERE id=?", [(now, i) for i in ids])
 
+    def release(self, ids: Sequence[int]) -> None:
+        """Give claimed messages back untried (the drain ran out of time)."""
+        with self.tx() as db:
+            db.executemany("UPDATE outbox SET claimed_by=NULL WHERE id=?", [(i,) for i in ids])
+
     def retry_later(self, ids: Sequence[int], due: float, error: str) -> None:
         """Put messages back for another attempt at ``due``."""
         with self.tx() as db:
@@ -362,21 +369,22 @@ class MonitorState:
             return cur.rowcount
 
     # log cursors --------------------------------------------------------------------------------
-    def log_cursor(self, path: str) -> tuple[int, int, list[str]] | None:
-        """(inode, offset, error kinds seen) where reading ``path`` stopped last time."""
-        row = self.db.execute("SELECT inode, offset, kinds FROM log_cursors WHERE path=?", (path,)).fetchone()
+    def log_cursor(self, path: str) -> tuple[int, int, list[str], float | None] | None:
+        """(inode, offset, error kinds seen, when) where reading ``path`` stopped last time."""
+        row = self.db.execute("SELECT inode, offset, kinds, read_at FROM log_cursors WHERE path=?",
+                              (path,)).fetchone()
         if row is None:
             return None
         try:
             kinds = [str(k) for k in json.loads(row[2])][:500]
         except (ValueError, TypeError):
             kinds = []  # damaged: forget which kinds were seen rather than fail the check
-        return int(row[0]), int(row[1]), kinds
+        return int(row[0]), int(row[1]), kinds, float(row[3]) if row[3] is not None else None
 
-    def set_log_cursor(self, path: str, inode: int, offset: int, kinds: Sequence[str]) -> None:
-        """Remember where reading ``path`` stopped."""
-        self.db.execute("INSERT OR REPLACE INTO log_cursors VALUES (?,?,?,?)",
-                        (path, inode, offset, json.dumps(list(kinds)[-500:])))
+    def set_log_cursor(self, path: str, inode: int, offset: int, kinds: Sequence[str], read_at: float) -> None:
+        """Remember where (and when) reading ``path`` stopped."""
+        self.db.execute("INSERT OR REPLACE INTO log_cursors (path, inode, offset, kinds, read_at) VALUES (?,?,?,?,?)",
+                        (path, inode, offset, json.dumps(list(kinds)[-500:]), read_at))
 
     # the one continuous monitor ----------------------------------------------------------------
     def leader(self) -> sqlite3.Row | None:

@@ -93,6 +93,26 @@ MIGRATIONS: list[str] = [
         deployment_id INTEGER
     );
     """,
+    # 2: where a release runs belongs to its runtime (local: color + port; compose: a slot), stored as
+    # an opaque JSON placement; releases get the runtime's artifacts (venv hash, image IDs).
+    """
+    CREATE TABLE env_state_v2 (
+        env TEXT PRIMARY KEY,
+        current_release TEXT,
+        previous_release TEXT,
+        placement TEXT,
+        deployed_at TEXT,
+        downtime INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO env_state_v2 (env, current_release, previous_release, placement, deployed_at, downtime)
+        SELECT env, current_release, previous_release,
+               CASE WHEN color IS NULL THEN NULL ELSE json_object('slot', color, 'port', port) END,
+               deployed_at, downtime
+        FROM env_state;
+    DROP TABLE env_state;
+    ALTER TABLE env_state_v2 RENAME TO env_state;
+    ALTER TABLE releases ADD COLUMN artifacts TEXT NOT NULL DEFAULT '{}'
+    """,
 ]
 
 
@@ -108,8 +128,8 @@ class EnvState:
     env: str
     current_release: str | None
     previous_release: str | None
-    color: str | None
-    port: int | None
+    #: The runtime's own record of where the current release runs (opaque here), None when nothing runs.
+    placement: dict[str, Any] | None
     deployed_at: str | None
     downtime: bool
 
@@ -196,7 +216,8 @@ class Store:
         """Record a release directory."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO releases VALUES (?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO releases (id, commit_sha, dirty, message, created_at, path, requirements_hash)"
+                " VALUES (?,?,?,?,?,?,?)",
                 (rid, commit, int(dirty), message, utcnow(), str(path), requirements_hash),
             )
 
@@ -313,22 +334,50 @@ class Store:
         """What currently runs in ``env`` (all None when never deployed)."""
         row = self.db.execute("SELECT * FROM env_state WHERE env=?", (env,)).fetchone()
         if row is None:
-            return EnvState(env, None, None, None, None, None, False)
+            return EnvState(env, None, None, None, None, False)
         return EnvState(
-            env, row["current_release"], row["previous_release"], row["color"], row["port"],
+            env, row["current_release"], row["previous_release"], _json_object(row["placement"]),
             row["deployed_at"], bool(row["downtime"]),
         )
 
     def set_env_state(
-        self, env: str, current: str | None, previous: str | None, color: str | None, port: int | None,
+        self, env: str, current: str | None, previous: str | None, placement: dict[str, Any] | None,
         downtime: bool,
     ) -> None:
         """Record what now serves ``env``."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO env_state VALUES (?,?,?,?,?,?,?)",
-                (env, current, previous, color, port, utcnow(), int(downtime)),
+                "INSERT OR REPLACE INTO env_state (env, current_release, previous_release, placement, deployed_at,"
+                " downtime) VALUES (?,?,?,?,?,?)",
+                (env, current, previous, json.dumps(placement) if placement is not None else None, utcnow(),
+                 int(downtime)),
             )
+
+    def release_in_use(self, rid: str) -> bool:
+        """True when some environment serves ``rid`` or keeps it as its previous release."""
+        row = self.db.execute(
+            "SELECT 1 FROM env_state WHERE current_release=? OR previous_release=? LIMIT 1", (rid, rid)
+        ).fetchone()
+        return row is not None
+
+    def release_deploying(self, rid: str) -> bool:
+        """True when a deployment of ``rid`` is still running."""
+        row = self.db.execute("SELECT 1 FROM deployments WHERE release_id=? AND outcome='running'", (rid,)).fetchone()
+        return row is not None
+
+    def set_release_artifacts(self, rid: str, artifacts: dict[str, Any]) -> None:
+        """Merge the runtime's artifacts of a release (e.g. image IDs) into its record."""
+        with self.tx() as db:
+            row = db.execute("SELECT artifacts FROM releases WHERE id=?", (rid,)).fetchone()
+            if row is None:
+                return
+            merged = {**(_json_object(row["artifacts"]) or {}), **artifacts}
+            db.execute("UPDATE releases SET artifacts=? WHERE id=?", (json.dumps(merged), rid))
+
+    def release_artifacts(self, rid: str) -> dict[str, Any]:
+        """The runtime's artifacts of a release ({} when none or damaged)."""
+        row = self.db.execute("SELECT artifacts FROM releases WHERE id=?", (rid,)).fetchone()
+        return (_json_object(row["artifacts"]) or {}) if row else {}
 
     def clear_env_state(self, env: str) -> None:
         """Forget what serves ``env`` (after ``down``)."""
@@ -386,6 +435,42 @@ class Store:
                 (env, str(path), checksum, size, fmt, engine, utcnow(), deployment_id),
             )
 
+    def backup_before(self, env: str, release: str | None) -> sqlite3.Row | None:
+        """The newest backup taken by a successful deployment of ``release`` (else the newest of ``env``)."""
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT b.* FROM backups b JOIN deployments d ON b.deployment_id = d.id "
+            "WHERE b.env=? AND d.release_id=? AND d.outcome='succeeded' ORDER BY b.id DESC LIMIT 1",
+            (env, release),
+        ).fetchone()
+        if row is not None:
+            return row
+        recorded = self.backups(env)
+        return recorded[0] if recorded else None
+
+    # locks --------------------------------------------------------------------------------------------
+    # Single statements: they join the caller's transaction (EnvLock's check-then-take) or autocommit.
+    def lock_row(self, env: str) -> dict[str, Any] | None:
+        """The lock record of ``env``."""
+        row = self.db.execute("SELECT * FROM locks WHERE env=?", (env,)).fetchone()
+        return row_dict(row) if row else None
+
+    def put_lock(self, env: str, owner: str, pid: int, host: str, command: str, lease: float) -> None:
+        """Write the lock of ``env`` (replacing a stale one)."""
+        now = utcnow()
+        self.db.execute("INSERT OR REPLACE INTO locks VALUES (?,?,?,?,?,?,?,?)",
+                        (env, owner, pid, host, command, now, now, lease))
+
+    def beat_lock(self, env: str, pid: int, host: str) -> None:
+        """Renew the lease of the lock we hold."""
+        self.db.execute("UPDATE locks SET heartbeat_at=? WHERE env=? AND pid=? AND host=?", (utcnow(), env, pid, host))
+
+    def drop_lock(self, env: str, pid: int | None = None, host: str | None = None) -> None:
+        """Delete the lock of ``env`` (only if held by ``pid``@``host`` when given)."""
+        if pid is None:
+            self.db.execute("DELETE FROM locks WHERE env=?", (env,))
+        else:
+            self.db.execute("DELETE FROM locks WHERE env=? AND pid=? AND host=?", (env, pid, host))
+
     def backups(self, env: str) -> list[sqlite3.Row]:
         """Recorded backups of ``env``, newest first."""
         return list(self.db.execute("SELECT * FROM backups WHERE env=? ORDER BY id DESC", (env,)))
@@ -394,6 +479,17 @@ class Store:
         """Drop the record of a deleted backup file."""
         with self.tx() as db:
             db.execute("DELETE FROM backups WHERE path=?", (str(path),))
+
+
+def _json_object(text: str | None) -> dict[str, Any] | None:
+    """A JSON object from a column; None when empty or damaged (state on disk is not trusted)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def row_dict(row: sqlite3.Row) -> dict[str, Any]:

