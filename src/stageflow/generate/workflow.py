@@ -235,7 +235,9 @@ class _Builder:
             jobs["performance"] = self.job("performance", [
                 self.checkout(),
                 {"uses": _uses("grafana/setup-k6-action", pin)},
-                {"name": "Load test (k6: p95 < 2 s, errors < 1 %)", "env": {"BASE_URL": o.staging_url or "http://127.0.0.1:8002"},
+                {"name": "Load test (k6; thresholds from gates:)",
+                 # Without a staging URL in stageflow.yml the script's own default (the first env's) applies.
+                 **({"env": {"BASE_URL": o.staging_url}} if o.staging_url else {}),
                  "run": f"k6 run --summary-export k6-summary.json {K6_PATH.as_posix()}"},
                 self.python(), self.install_stageflow(),
                 {"name": "Performance gate", "run": "stageflow gate --only performance --loadtest k6-summary.json"},
