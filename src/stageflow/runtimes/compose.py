@@ -294,7 +294,8 @@ class ComposeRuntime:
                 image = self._image_id(tag)
             else:
                 context = release_dir / svc.build
-                argv = ["docker", "build", "-q", "-t", tag]
+                # --force-rm: a failed build leaves no intermediate container on the engine.
+                argv = ["docker", "build", "-q", "--force-rm", "-t", tag]
                 if base:
                     argv += ["--build-arg", f"BASE_IMAGE={base}"]
                 self._run([*argv, str(context)], f"docker build of {name}", timeout=1800)
