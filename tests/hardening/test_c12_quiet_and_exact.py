@@ -15,7 +15,7 @@ import yaml
 
 from stageflow.config.envfile import read_env_file, write_env_file
 from stageflow.config.loader import load_env_context
-from stageflow.deploy.probe import is_healthy, probe_url
+from stageflow.deploy.probe import is_healthy
 from stageflow.masking import printable
 from stageflow.runner import Runner
 from stageflow.runtimes.local import LocalRuntime
@@ -144,7 +144,7 @@ def test_ipv6_health_urls_are_valid_and_probe_a_real_server(tmp_path: Path) -> N
         ctx = load_env_context(root, "dev", environ=dict(os.environ))
         rt = LocalRuntime(ctx, Runner())
         assert rt.listen_host == "::1"
-        assert probe_url(ctx, rt) == f"http://[::1]:{port}/health/"
+        assert rt.public_probe()[0] == f"http://[::1]:{port}/health/"
         assert is_healthy(ctx, rt)[0]
         assert rt.port_in_use(port) and not rt.port_in_use(free_port())
         proc = run(root, "status")
