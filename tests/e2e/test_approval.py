@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -56,3 +57,12 @@ def test_terminal_no_means_nothing_changes_yes_deploys(practika: App) -> None:
     practika.touch_commit()
     scripted = practika.sf("deploy", "production")
     assert "[y/N]" not in scripted.stdout
+
+
+def test_full_on_a_terminal_asks_every_question_before_the_first_deploy(practika: App) -> None:
+    code, out = on_terminal(practika, ["full"], "n")
+    assert code == 1, out
+    assert "Deploy to production" in out and "not confirmed" in out and "nothing was changed" in out
+    assert all(row["release"] is None for row in practika.status().values())  # dev and staging untouched
+    audit = json.loads(practika.sf("history", "--audit", "--json").stdout)
+    assert any(e["outcome"] == "refused" and "not confirmed" in e["detail"] for e in audit)

@@ -77,7 +77,7 @@ def test_generated_compose_file_runs(env: str, tmp_path: Path, docker_images: Do
     project = spec["name"]
     compose_projects.append(project)
 
-    built = docker("build", "-q", "--build-arg", f"BASE_IMAGE={docker_images.python}",
+    built = docker("build", "-q", "--force-rm", "--build-arg", f"BASE_IMAGE={docker_images.python}",
                    "-t", spec["services"]["backend"]["image"], str(root), timeout=600,
                    env={"DOCKER_BUILDKIT": "0"})
     assert built.returncode == 0, built.stderr[-2000:]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stageflow.config.envfile import read_env_file
-from tests.support.app import App, make_app, teardown_app
+from stageflow.config.envfile import read_env_file, write_env_file
+from tests.support.app import REPO, STAGEFLOW, App, make_app, teardown_app
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +52,13 @@ def test_pg_dump_before_deploy_verify_and_restore(pg_app: tuple[App, PostgresSer
                    capture_output=True)
     with pg.connect("practica_recovery", user="practica_staging", password=password) as con:
         assert con.execute("SELECT title, body FROM notes_note").fetchall() == [("före", "it's")]
+    # ... and over the live database, where every object already exists: not one ERROR line
+    live = subprocess.run(f"{psql} -U practica_staging -d practica_staging < {dump}", shell=True,  # noqa: S602
+                          env={"PGPASSWORD": password, "PGHOST": pg.host, "PGPORT": str(pg.port),
+                               "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert live.returncode == 0 and "ERROR" not in live.stderr, live.stderr[:500]
+    with pg.connect("practica_staging", user="practica_staging", password=password) as con:
+        assert con.execute("SELECT title, body FROM notes_note").fetchall() == [("före", "it's")]
     verify = app.sf("backup", "verify", "staging")
     assert "OK" in verify.stdout
     assert not any(d.startswith("practica_staging_verify") for d in pg.databases())
@@ -71,3 +78,38 @@ def test_unreachable_database_fails_preflight(pg_app: tuple[App, PostgresServer]
     assert proc.returncode == 1
     assert "pre-flight failed: database" in proc.stderr
     assert wrong not in proc.stdout + proc.stderr
+
+
+def test_a_database_that_does_not_exist_fails_preflight_saying_how_to_create_it(
+        pg_app: tuple[App, PostgresServer]) -> None:
+    app, pg = pg_app
+    pg.drop_database("practica_dev")
+    proc = app.sf("deploy", "dev", check=False)
+    assert proc.returncode == 1
+    assert "pre-flight failed: database: database practica_dev does not exist" in proc.stderr
+    assert f"createdb -h {pg.host} -p {pg.port} -O practica_dev practica_dev" in proc.stderr
+
+
+def test_the_original_staging_line_with_the_password_in_the_shell(pg_app: tuple[App, PostgresServer]) -> None:
+    """`POSTGRES_PASSWORD=custom-password ./scripts/workflow-orchestrator.sh staging`, as written."""
+    import os
+
+    app, pg = pg_app
+    with pg.connect("postgres") as con:
+        con.execute("ALTER ROLE practica_staging PASSWORD 'custom-password'")
+    path = app.root / ".env.staging"
+    values = read_env_file(path)
+    del values["POSTGRES_PASSWORD"]  # only in the shell
+    write_env_file(path, values)
+    (app.root / "scripts").mkdir()
+    for name in ("workflow-orchestrator.sh", "_stageflow.sh"):
+        shutil.copy2(REPO / "scripts" / name, app.root / "scripts" / name)
+    app.commit("the wrapper scripts")
+    proc = subprocess.run(["./scripts/workflow-orchestrator.sh", "staging"], cwd=app.root, capture_output=True,
+                          text=True, timeout=300, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "POSTGRES_PASSWORD": "custom-password", "STAGEFLOW": str(STAGEFLOW)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "missing from" not in proc.stdout + proc.stderr
+    assert "too short" in proc.stdout  # a weak secret outside production is said, not refused
+    row = json.loads(app.sf("status", "staging", "--json", env={"POSTGRES_PASSWORD": "custom-password"}).stdout)[0]
+    assert row["healthy"], row

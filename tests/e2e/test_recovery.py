@@ -171,3 +171,19 @@ def test_rollback_without_to_walks_further_back_each_time(tiny: App) -> None:
     # naming a release is always possible, and clears its mark
     tiny.sf("rollback", "staging", "--to", releases[2])
     assert _serves(tiny) == releases[2]
+
+
+def test_deploys_apply_releases_keep_crashed_releases_included(tiny: App) -> None:
+    cfg = tiny.root / "stageflow.yml"
+    cfg.write_text(cfg.read_text() + "releases: {keep: 2}\n")
+    tiny.commit("keep two releases")
+    tiny.sf("deploy", "staging")
+    _kill_at(tiny, "health")  # its release directory is left behind
+    crashed = tiny.last_deployment("staging")["release_id"]
+    for i in range(3):
+        tiny.touch_commit(f"v{i}")
+        tiny.sf("deploy", "staging")
+    kept = sorted(p.name for p in (tiny.root / ".stageflow" / "releases").iterdir() if not p.name.startswith("."))
+    st = tiny.status()["staging"]
+    assert kept == sorted([st["release"], st["previous"]]), kept
+    assert crashed not in kept

@@ -15,7 +15,7 @@ from tests.hardening.support import one_clear_line
 from tests.support.app import STAGEFLOW
 from tests.support.compose import write_practika_project
 
-BASE = "project: bomb\nservices: {web: {command: run, port: 8000}}\nenvironments: {dev: {url: 'http://127.0.0.1:8001'}}\n"
+BASE = "project: bomb\nservices: {web: {command: 'run {port}', port: 8000}}\nenvironments: {dev: {url: 'http://127.0.0.1:8001'}}\n"
 MEASURE = ("import resource, subprocess, sys\n"
            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)\n"
            "sys.stdout.write(p.stdout); sys.stderr.write(p.stderr)\n"

@@ -89,4 +89,4 @@ def test_an_executable_nginx_binary_is_accepted(tmp_path: Path) -> None:
     root = _nginx_binary(tmp_path, str(bait.path))
     proc = run(root, "deploy", "dev", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "cutover" in proc.stdout and "nginx" in proc.stdout
+    assert "point nginx upstream" in proc.stdout

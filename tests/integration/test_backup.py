@@ -308,8 +308,11 @@ def test_pg_plain_backup_restores_with_the_recovery_line(
     assert check.returncode == 0 and f"{result.path.name}: OK" in check.stdout
     dump = result.path.read_text(encoding="utf-8")
     assert "CREATE TABLE public.notes" in dump
-    # --no-owner/--no-privileges and no --clean: restorable by the app role into an empty database.
-    assert not re.search(r"^(ALTER .* OWNER TO|GRANT |REVOKE |DROP )", dump, re.MULTILINE)
+    # --no-owner/--no-privileges: restorable by the app role; --clean --if-exists: every DROP is
+    # conditional, so the same file restores into an empty database and over the live one.
+    assert not re.search(r"^(ALTER .* OWNER TO|GRANT |REVOKE )", dump, re.MULTILINE)
+    drops = re.findall(r"^DROP .*$", dump, re.MULTILINE)
+    assert drops and all(" IF EXISTS " in d for d in drops), drops
     assert [p.name for p in dest.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
     # The documented manual recovery: plain psql as the app user into an EMPTY database.
@@ -334,6 +337,18 @@ def test_pg_plain_backup_restores_with_the_recovery_line(
         new_id = conn.execute("INSERT INTO notes (body) VALUES ('after') RETURNING id").fetchone()
     assert new_id == (len(NOTES) + 1,)  # sequences restored, not reset
     postgres_server.drop_database("practica_restorecheck")
+    # The original line exactly, into the LIVE database where every object exists: no ERROR line.
+    before = snapshot(postgres_server, "practica_staging")
+    with postgres_server.connect("practica_staging", user="practica", password=PRACTICA_PW) as conn:
+        conn.execute("INSERT INTO notes (body) VALUES ('written after the backup')")
+    live = subprocess.run(
+        ["bash", "-c", f"psql -U practica -d practica_staging < {shlex.quote(str(result.path))}"],
+        env={**os.environ, "PGPASSWORD": PRACTICA_PW, "PGHOST": postgres_server.host,
+             "PGPORT": str(postgres_server.port)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert live.returncode == 0 and "ERROR" not in live.stderr, live.stderr
+    assert snapshot(postgres_server, "practica_staging") == before  # back to the backup's rows
 
 
 @pytest.mark.parametrize(("fmt", "as_admin"), [("plain", False), ("custom", False), ("plain", True), ("custom", True)])

@@ -68,6 +68,30 @@ def test_bad_url_and_duration(app: App) -> None:
     one_clear_line(run(app.root, "status"), 2, "environments.dev.url", "http(s) URL")
 
 
+def test_bad_url_port_health_shorthand_and_command_without_port(app: App) -> None:
+    cfg = app.root / "stageflow.yml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace(f"url: http://127.0.0.1:{app.ports['dev']}", "url: http://127.0.0.1:99301"))
+    one_clear_line(run(app.root, "status"), 2, "environments.dev.url", "between 1 and 65535")
+    one_clear_line(run(app.root, "deploy", "dev"), 2, "environments.dev.url")
+    cfg.write_text(text.replace("--bind {host}:{port}", ""))
+    one_clear_line(run(app.root, "config", "validate", "dev"), 2, "services.backend", "must contain {port}")
+    # `health: /path` is short for `health: {path: /path}`; a wrong shape says what is expected
+    import yaml
+
+    data = yaml.safe_load(text)
+    data["services"]["backend"]["health"] = "/healthz/"
+    cfg.write_text(yaml.safe_dump(data))
+    assert run(app.root, "status").returncode == 0
+    from stageflow.config.loader import load_project
+
+    assert load_project(app.root).web_service[1].health.path == "/healthz/"  # type: ignore[union-attr]
+    data["services"]["backend"]["health"] = 5
+    cfg.write_text(yaml.safe_dump(data))
+    one_clear_line(run(app.root, "status"), 2, "services.backend.health", "must be a path like /health/")
+    nothing_deployed(app)
+
+
 def test_unknown_environment_lists_known_ones(app: App) -> None:
     one_clear_line(run(app.root, "deploy", "qa"), 2, "unknown environment 'qa'", "production (prod)")
     one_clear_line(run(app.root, "rollback", "qa"), 2, "unknown environment")
@@ -173,3 +197,25 @@ def test_status_reports_one_broken_environment_without_hiding_the_others(app: Ap
     assert rows["production"]["reason"].startswith("config error:") and "SECRET_KEY" in rows["production"]["reason"]
     assert rows["dev"]["reason"] == "not deployed"
     one_clear_line(run(app.root, "status", "production"), 2, "SECRET_KEY")
+
+
+def test_setup_ignores_stageflow_files_and_preflight_refuses_them_tracked(app: App) -> None:
+    from stageflow.configmgr.gitignore import is_ignored
+
+    text = (app.root / ".gitignore").read_text()
+    for rel in (".stageflow/state.db", ".stageflow/tls/production/key.pem", ".stageflow/venvs/x/bin/python",
+                "logs/workflow_1.log", ".env.production"):
+        assert is_ignored(text, rel), rel
+    (app.root / "data").mkdir(exist_ok=True)
+    (app.root / "data" / "practica_dev.sqlite3").write_text("")
+    untracked = git(app.root, "status", "--porcelain", "--untracked-files=all")
+    assert ".stageflow" not in untracked and "logs/" not in untracked and "sqlite3" not in untracked, untracked
+    # forced in anyway (git add -f, or an older .gitignore): the deploy refuses before changing anything
+    (app.root / "logs").mkdir(exist_ok=True)
+    (app.root / "logs" / "workflow_old.log").write_text("x\n")
+    git(app.root, "add", "-f", "logs/workflow_old.log", "data/practica_dev.sqlite3")
+    git(app.root, "commit", "-qm", "oops")
+    one_clear_line(run(app.root, "deploy", "dev"), 1, "stageflow's own files are tracked",
+                   "logs/workflow_old.log", "git rm -r --cached data logs")
+    one_clear_line(run(app.root, "full"), 1, "stageflow's own files are tracked")
+    nothing_deployed(app)

@@ -92,7 +92,7 @@ def test_a_broken_stageflow_yml_is_a_config_error(tmp_path: Path) -> None:
 
 def test_compose_environments_need_the_engine_and_compose() -> None:
     config = ProjectConfig(
-        project="demo", services={"web": Service(command="x", port=8000)},
+        project="demo", services={"web": Service(command="x {port}", port=8000)},
         environments={"dev": Environment(url="http://127.0.0.1:8001"),
                       "production": Environment(url="https://example.com", runtime="compose")},
     )

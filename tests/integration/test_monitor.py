@@ -203,7 +203,7 @@ def test_cpu_burn_warns_after_the_for_duration_and_a_flapping_burn_sends_nothing
     from stageflow.runtimes.local import LocalRuntime
 
     p = project(tmp_path, app_server, receiver, services={
-        "web": {"command": "sleep 600", "port": 8000},  # idle: only the burner may cross the threshold
+        "web": {"command": "sleep 600 # {port}", "port": 8000},  # idle: only the burner may cross the threshold
         "burner": {"command": BURN}}, extra={
         "monitoring": {"consecutive": 2, "fire_after": "3s",
                        # Low: this 2-core machine is shared, the burner may get little of a core.

@@ -72,6 +72,10 @@ class Stack:
         for env in self.ports:
             self.sf("down", env, check=False)
             docker("compose", "-p", f"{self.project}-{env}", "down", "-v", "--remove-orphans", "-t", "1", timeout=180)
+            # One-off containers (a release command killed before it started) are no part of `down`.
+            left = docker("ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={self.project}-{env}").stdout
+            if left.split():
+                docker("rm", "-f", "-v", *left.split(), timeout=120)
         images = [i for i in docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
                   if i.startswith((f"{self.project}/", f"{self.project}-"))]
         if images:

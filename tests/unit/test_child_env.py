@@ -20,7 +20,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     (root / "stageflow.yml").write_text(yaml.safe_dump({
         "project": "tiny",
-        "services": {"web": {"command": "sleep 30", "port": 8000, "release": "env > release-env.txt",
+        "services": {"web": {"command": "sleep 30 # {port}", "port": 8000, "release": "env > release-env.txt",
                              "health": {"path": "/"}}},
         "database": {"engine": "none"},
         "environments": {"dev": {"url": "http://127.0.0.1:8001", "variables": {"APP_SETTING": "from-config"}}},

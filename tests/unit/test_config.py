@@ -97,3 +97,18 @@ def test_database_url_quotes_credentials(tmp_path: Path) -> None:
     assert database_url(ctx.database, root) == "postgres://shop:p%40ss%3Aw%2Frd@127.0.0.1:5432/shop_dev"
     sqlite = load_env_context(write(tmp_path, BASE.replace("engine: postgres", "engine: sqlite")), "dev", environ={})
     assert sqlite.app_vars["DATABASE_URL"] == f"sqlite:///{tmp_path}/data/dev.sqlite3"
+
+
+def test_variables_may_use_env_project_and_the_release(tmp_path: Path) -> None:
+    from stageflow.runner import Runner
+    from stageflow.runtimes.local import LocalRuntime
+
+    text = BASE.replace('dev: {url: "http://127.0.0.1:8001"}', 'dev: {url: "http://127.0.0.1:8001", variables: '
+                        '{SCHEMA: "{project}_{env}", SENTRY_RELEASE: "${STAGEFLOW_RELEASE}", '
+                        'WHERE: "${STAGEFLOW_ENV}", JSON: \'{"a": 1}\'}}')
+    ctx = load_env_context(write(tmp_path, text, dev="POSTGRES_PASSWORD=x\n"), "dev", environ={})
+    assert ctx.app_vars["SCHEMA"] == "shop_dev" and ctx.app_vars["WHERE"] == "dev"
+    assert ctx.app_vars["JSON"] == '{"a": 1}'  # braces that are no placeholder are left alone
+    env = LocalRuntime(ctx, Runner()).process_env("20260101T000000Z-abc1234", "blue", 18001, None)
+    assert env["SENTRY_RELEASE"] == env["STAGEFLOW_RELEASE"] == "20260101T000000Z-abc1234"
+    assert env["SCHEMA"] == "shop_dev"

@@ -220,8 +220,9 @@ _config = st.fixed_dictionaries(
     {
         "project": _names,
         "services": st.fixed_dictionaries(
-            {"web": _optional(command=_text, release=st.none() | _text, health=st.none() | _health,
-                              replicas=st.integers(1, 50)).map(lambda s: {**s, "port": 8000})},
+            {"web": _optional(command=_text.map(lambda c: c + " {port}"), release=st.none() | _text,
+                              health=st.none() | _health, replicas=st.integers(1, 50))
+                    .map(lambda s: {**s, "port": 8000})},
             optional={"worker": _optional(command=_text, replicas=st.integers(1, 50))},
         ),
         "environments": st.dictionaries(_names, _environment, min_size=1, max_size=3),

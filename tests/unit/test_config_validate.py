@@ -26,7 +26,7 @@ from stageflow.runner import Result, Runner
 PROJECT = """\
 project: practika
 services:
-  backend: {port: 8000, command: "gunicorn practika.wsgi"}
+  backend: {port: 8000, command: "gunicorn practika.wsgi --bind {host}:{port}"}
 database: {engine: postgres, user: practica, password: "${POSTGRES_PASSWORD}"}
 environments:
   dev: {runtime: local, url: "http://127.0.0.1:8001"}
@@ -267,13 +267,27 @@ def test_required_keys_from_template_and_config(app: Path) -> None:
     assert fixes["ALLOWED_HOSTS"] == "stageflow config generate staging"
 
 
-def test_weak_secret_is_an_error_and_weak_third_party_token_a_warning(app: Path) -> None:
-    set_key(app, "dev", "SECRET_KEY", "a" * 20 + "b" * 40)
+def test_weak_secret_is_an_error_in_production_and_a_warning_elsewhere(app: Path) -> None:
+    set_key(app, "production", "SECRET_KEY", "a" * 20 + "b" * 40)
+    report = validate(app, "production")
+    assert "SECRET_KEY" in error_keys(report)
+    assert "--rotate SECRET_KEY" in next(i.fix for i in report.errors if i.key == "SECRET_KEY")
+    set_key(app, "dev", "SECRET_KEY", "c" * 20 + "d" * 40)
     set_key(app, "dev", "STRIPE_API_KEY", "short")
     report = validate(app, "dev")
-    assert error_keys(report) == ["SECRET_KEY"]
-    assert "--rotate SECRET_KEY" in report.errors[0].fix
-    assert warning_keys(report) == ["STRIPE_API_KEY"]
+    assert error_keys(report) == []
+    assert sorted(warning_keys(report)) == ["SECRET_KEY", "STRIPE_API_KEY"]
+
+
+def test_a_value_set_in_the_shell_counts_as_present(app: Path) -> None:
+    # The original usage line: POSTGRES_PASSWORD=custom-password ./scripts/workflow-orchestrator.sh staging
+    set_key(app, "staging", "POSTGRES_PASSWORD", None)
+    assert "POSTGRES_PASSWORD" in error_keys(validate_environment(app, "staging", run_django_check=False,
+                                                                  environ={}))
+    report = validate_environment(app, "staging", run_django_check=False,
+                                  environ={"POSTGRES_PASSWORD": "custom-password"})
+    assert "POSTGRES_PASSWORD" not in error_keys(report)
+    assert "POSTGRES_PASSWORD" in warning_keys(report)  # 15 characters: said, not refused, outside production
 
 
 def test_missing_env_file_is_one_error(app: Path) -> None:
@@ -430,11 +444,12 @@ def test_django_check_uses_the_apps_venv_python(app: Path) -> None:
 
 
 def test_unset_variable_in_stageflow_yml_is_an_item(app: Path) -> None:
-    (app / "stageflow.yml").write_text(PROJECT.replace('"gunicorn practika.wsgi"', '"${APP_CMD}"'))
+    (app / "stageflow.yml").write_text(PROJECT.replace('"gunicorn practika.wsgi --bind {host}:{port}"',
+                                                       '"${APP_CMD}"'))
     report = validate(app, "dev")
     assert error_keys(report) == ["APP_CMD"]
     assert report.errors[0].fix == "set it in the shell or in .env.dev"
-    assert validate(app, "dev", environ={"APP_CMD": "gunicorn practika.wsgi"}).ok
+    assert validate(app, "dev", environ={"APP_CMD": "gunicorn practika.wsgi --bind {host}:{port}"}).ok
 
 
 def test_unset_notifier_variable_is_a_warning_not_an_error(app: Path) -> None:

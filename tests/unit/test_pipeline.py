@@ -307,7 +307,7 @@ def test_production_grade_is_a_setting_not_a_name(tmp_path: Path) -> None:
     root.mkdir()
     (root / "stageflow.yml").write_text(yaml.safe_dump({
         "project": "tiny",
-        "services": {"web": {"command": "serve", "port": 8000, "health": {"path": "/"}}},
+        "services": {"web": {"command": "serve {port}", "port": 8000, "health": {"path": "/"}}},
         "environments": {"live": {"url": "http://127.0.0.1:8001", "production": True},
                          "production": {"url": "http://127.0.0.1:8002", "production": False},
                          "qa": {"url": "http://127.0.0.1:8003"}},

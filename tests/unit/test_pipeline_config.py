@@ -14,7 +14,7 @@ from stageflow.security.scan import pyproject_security
 
 BASE: dict[str, Any] = {
     "project": "shop",
-    "services": {"web": {"command": "x", "port": 8000}},
+    "services": {"web": {"command": "x {port}", "port": 8000}},
     "environments": {"staging": {"url": "http://127.0.0.1:18002"}},
 }
 

@@ -26,6 +26,8 @@ def test_pg_dump_plain() -> None:
         *CONN,
         "--no-owner",
         "--no-privileges",
+        "--clean",
+        "--if-exists",
         "--format=plain",
         "-d",
         "practica_staging",
@@ -34,6 +36,7 @@ def test_pg_dump_plain() -> None:
 
 def test_pg_dump_custom_and_default_format() -> None:
     assert pg.pg_dump(TARGET, "custom")[-3:] == ["--format=custom", "-d", "practica_staging"]
+    assert "--clean" not in pg.pg_dump(TARGET, "custom")  # pg_restore decides for archives
     assert pg.pg_dump(TARGET) == pg.pg_dump(TARGET, "plain")
 
 

@@ -25,7 +25,7 @@ from stageflow.masking import MASK, masker
 PROJECT = """\
 project: practika
 services:
-  backend: {port: 8000, command: "gunicorn practika.wsgi"}
+  backend: {port: 8000, command: "gunicorn practika.wsgi --bind {host}:{port}"}
 database: {engine: postgres, name: "practica_{env}", user: practica, password: "${POSTGRES_PASSWORD}"}
 cache: {engine: redis}
 environments:

@@ -268,8 +268,9 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
             item = row_dict(row)
             # A killed deploy is `running` in the record until the next command: show what it is.
             item["outcome"], item["error"] = deployment_outcome(ws.store, row)
-            env_marks = marked.setdefault(row["env"], ws.store.rolled_back_from(row["env"]))
-            item["rolled_back"] = row["release_id"] in env_marks
+            if row["env"] not in marked:
+                marked[row["env"]] = ws.store.rolled_back_from(row["env"])
+            item["rolled_back"] = row["release_id"] in marked[row["env"]]
             item["steps"] = [row_dict(s) for s in ws.store.steps(row["id"])]
             deps.append(item)
     finally:

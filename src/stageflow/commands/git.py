@@ -38,3 +38,8 @@ def archive(sha: str, output: Path) -> list[str]:
 def stash_create() -> list[str]:
     """A commit object for the dirty work tree without touching it (empty output when clean)."""
     return ["git", "stash", "create"]
+
+
+def ls_files(paths: list[str]) -> list[str]:
+    """Tracked files under ``paths`` (pathspecs from the root, NUL-separated)."""
+    return ["git", "ls-files", "-z", "--", *[f":(top,glob){p}" for p in paths]]

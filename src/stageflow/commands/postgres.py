@@ -105,13 +105,17 @@ def pg_dump(target: PgTarget, fmt: DumpFormat = "plain") -> list[str]:
     """``pg_dump`` of ``target.name`` to standard output.
 
     ``--no-owner --no-privileges`` make the dump restorable by whichever role runs the
-    restore, e.g. ``psql -U practica -d practica_<env> < backup.sql`` into an empty database.
+    restore; a plain dump also drops each object first if it exists (``--clean --if-exists``), so
+    ``psql -U practica -d practica_<env> < backup.sql`` restores it cleanly over the live database
+    as well as into an empty one. Custom archives take that choice at ``pg_restore`` time.
     """
+    clean = ["--clean", "--if-exists"] if fmt == "plain" else []
     return [
         "pg_dump",
         *_connection(target),
         "--no-owner",
         "--no-privileges",
+        *clean,
         f"--format={fmt}",
         "-d",
         check_name("database", target.name),

@@ -275,6 +275,21 @@ class _Interpolation:
         return dataclasses.replace(obj, **changes) if changes else obj
 
 
+#: ``${STAGEFLOW_RELEASE}`` in ``variables`` stays as this text until the runtime starts a release.
+RELEASE_REF = "${STAGEFLOW_RELEASE}"
+
+
+def fill_names(item: tuple[str, str], env: str, project: str) -> tuple[str, str]:
+    """``{env}`` and ``{project}`` filled in one ``variables`` entry (plain replacement: no format spec)."""
+    key, value = item
+    return key, value.replace("{env}", env).replace("{project}", project)
+
+
+def with_release(variables: Mapping[str, str], release: str) -> dict[str, str]:
+    """``variables`` with ``${STAGEFLOW_RELEASE}`` replaced by ``release``."""
+    return {k: v.replace(RELEASE_REF, release) if RELEASE_REF in v else v for k, v in variables.items()}
+
+
 _memo: dict[bytes, ProjectConfig] = {}
 _unsaved: set[bytes] = set()
 
@@ -421,7 +436,10 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
     for key in list(file_vars):
         if key in environ:
             file_vars[key] = environ[key]
-    interpolation = _Interpolation(path, {**environ, **file_vars})
+    # The release is known only when its processes start: its reference passes through unchanged
+    # and the runtime fills it in (see RELEASE_REF); the environment's name is known now.
+    interpolation = _Interpolation(path, {**environ, **file_vars, "STAGEFLOW_ENV": name,
+                                          "STAGEFLOW_RELEASE": RELEASE_REF})
     config: ProjectConfig = interpolation.section(base, "", only={"environments": name})
     if interpolation.missing:
         where, var = interpolation.missing[0]
@@ -431,7 +449,7 @@ def load_env_context(root: Path, env_name: str, environ: Mapping[str, str] | Non
         )
     ctx_env = config.environments[name]
     app_vars = dict(file_vars)
-    app_vars.update(ctx_env.variables)
+    app_vars.update(fill_names(v, name, config.project) for v in ctx_env.variables.items())
     for var in interpolation.shell_names:
         # A variable the commands reference that only the calling shell sets reaches them too.
         if var not in app_vars and var in environ:

@@ -77,6 +77,15 @@ class HealthCheck(Strict):
     deadline: Duration = 60.0
 
 
+def _health_shorthand(v: Any) -> Any:
+    """``health: /healthz`` is short for ``health: {path: /healthz}``."""
+    if isinstance(v, str):
+        return {"path": v}
+    if v is not None and not isinstance(v, dict | HealthCheck):
+        raise ValueError("must be a path like /health/ or a mapping like {path: /health/, expect: 200}")
+    return v
+
+
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Service(Strict):
     """One process type of the app (web backend, worker...)."""
@@ -86,13 +95,20 @@ class Service(Strict):
     command: str | None = None
     port: Port | None = None
     release: str | None = None
-    health: HealthCheck | None = None
+    health: Annotated[HealthCheck | None, Check(_health_shorthand, before=True)] = None
     replicas: Replicas = 1
     healthcheck: str | None = None
 
     def __post_init__(self) -> None:
         if self.port is not None and self.health is None:
             object.__setattr__(self, "health", HealthCheck())
+        cmd = self.command or ""
+        # A blank command or one with a NUL has its own error; one from a ${VAR} is known only later.
+        if self.port is not None and cmd.strip() and "\0" not in cmd and "{port}" not in cmd and "${" not in cmd:
+            # The app would listen where stageflow never probes: every health gate would time out.
+            raise ValueError(f"command {self.command!r} of the web service must contain {{port}} (and may use "
+                             "{host}), e.g. 'gunicorn app.wsgi --bind {host}:{port}': stageflow fills in the "
+                             "port it starts and probes each release on")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -259,7 +275,8 @@ class Releases(Strict):
 
     keep: Annotated[int, Bounds(ge=2, le=1000)] = 5
     requirements: str = "requirements.txt"
-    venv_dir: str = ".stageflow/venvs/{env}"
+    #: Content-addressed (one venv per requirements hash), shared by every env; may use {env}/{project}.
+    venv_dir: str = ".stageflow/venvs"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)

@@ -2,7 +2,7 @@
 
 The check runs with the environment's variables (so it judges the settings production will
 really get), through :class:`stageflow.runner.Runner` (masked logging, timeout), with the app's
-venv python when stageflow created one (``.stageflow/venvs/<env>/<release>/bin/python``), else
+venv python when stageflow created one (``.stageflow/venvs/<hash>/bin/python``), else
 the interpreter running stageflow.
 """
 
@@ -67,8 +67,13 @@ def parse_check_output(text: str) -> list[DjangoMessage]:
 
 
 def django_python(root: Path, env: str) -> str:
-    """The python of the newest venv stageflow made for ``env``, else the current interpreter."""
-    candidates = [p for p in (root / ".stageflow" / "venvs" / env).glob("*/bin/python") if p.is_file()]
+    """The python of the newest venv stageflow made, else the current interpreter.
+
+    Venvs are content-addressed and shared by every environment (``.stageflow/venvs/<hash>/``);
+    ``venv_dir: .stageflow/venvs/{env}`` keeps them per environment (``…/<env>/<hash>/``).
+    """
+    venvs = root / ".stageflow" / "venvs"
+    candidates = [p for p in [*venvs.glob("*/bin/python"), *(venvs / env).glob("*/bin/python")] if p.is_file()]
     if not candidates:
         return sys.executable
     return str(max(candidates, key=lambda p: p.stat().st_mtime))

@@ -29,7 +29,7 @@ from stageflow.configmgr.envs import (
     read_state,
     shared_secrets,
 )
-from stageflow.configmgr.gitignore import ensure_ignored
+from stageflow.configmgr.gitignore import ensure_ignored, state_paths
 from stageflow.configmgr.secrets import generate_secret, is_placeholder
 from stageflow.configmgr.templates import (
     MARKER,
@@ -259,7 +259,7 @@ def setup_envs(
         for name in config.environments
     ]
     rels = [r for r in (_rel(root, res.path) for res in results) if r]
-    added = ensure_ignored(root, rels)
+    added = ensure_ignored(root, rels, state_paths(root, config))
     # Both sides of a shared secret report it; tell it once, on the side reported first.
     seen: set[tuple[str, str]] = set()
     for res in results:

@@ -228,7 +228,9 @@ def _key_checks(
         if key in template_secrets:
             why = weakness(value, template_secrets[key].kind)
             if why:
-                report.error(key, f"secret {why}", f"{gen} --rotate {key}")
+                # Strength is a rule of production; elsewhere a weak secret is worth saying, not refusing.
+                strict = report.error if env == "production" else report.warning
+                strict(key, f"secret {why}", f"{gen} --rotate {key}")
         elif secret and key not in derived and "://" not in value:
             why = weakness(value)
             if why:
@@ -464,6 +466,10 @@ def validate_environment(
 
     report.checks.append("keys")
     required = list(dict.fromkeys([*(rendered.keys if rendered else []), *environment.required]))
+    for key in required:
+        # A value set in the shell counts as present (`POSTGRES_PASSWORD=... stageflow deploy staging`).
+        if key not in values and environ.get(key):
+            values[key] = environ[key]
     _key_checks(report, name, state, values, required, rendered, environment.runtime == "compose", shown)
 
     if prod:

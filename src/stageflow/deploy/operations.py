@@ -14,7 +14,8 @@ from stageflow.deploy.pipeline import (
     deploy_env,
     take_backup,
 )
-from stageflow.deploy.release import build_release, read_git, release_path, remove_release
+from stageflow.deploy.preflight import check_tracked, tracked_state
+from stageflow.deploy.release import build_release, prune_releases, read_git, release_path
 from stageflow.errors import OperationError, UsageError
 from stageflow.runtimes import runtime_for
 from stageflow.workspace import Workspace
@@ -51,8 +52,17 @@ def deploy(ws: Workspace, env: str, opts: DeployOptions, *, yes: bool = False, i
     """``stageflow deploy ENV``."""
     ctx = load_env_context(ws.root, env, environ)
     if not opts.dry_run:
-        check_approval(ctx, yes=yes, interactive=interactive, confirm=confirm)
+        _approve(ws, ctx, yes=yes, interactive=interactive, confirm=confirm)
     return deploy_env(ws, ctx, opts)
+
+
+def _approve(ws: Workspace, ctx: EnvContext, *, yes: bool, interactive: bool, confirm: Confirm | None) -> None:
+    """:func:`check_approval`, with a refusal recorded in the audit trail."""
+    try:
+        check_approval(ctx, yes=yes, interactive=interactive, confirm=confirm)
+    except (OperationError, UsageError) as exc:
+        ws.audit(ctx.name, "refused", str(exc))
+        raise
 
 
 def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: bool = False,
@@ -64,15 +74,23 @@ def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: 
     facts = read_git(ws.root, ws.runner)
     strict = [c.name for c in contexts if c.require_clean_git]
     if facts.dirty and strict and "git" not in opts.skip_checks:
+        ws.audit(None, "refused", f"uncommitted changes and {strict[0]} requires a clean tree")
         raise OperationError(
             f"uncommitted changes ({', '.join(facts.dirty_files[:3])}) and {strict[0]} requires a clean tree",
             hint="commit or stash them first",
         )
+    if "git" not in opts.skip_checks and (tracked := check_tracked(tracked_state(ws.root, config, ws.runner))):
+        ws.audit(None, "refused", tracked.reason)
+        raise OperationError(f"pre-flight failed: git: {tracked.reason}")
     if not opts.dry_run:
+        # Every question is asked before the first deploy starts: a "no" then changes nothing.
         for c in contexts:
-            if c.env.approval == "required" and not yes and not interactive:
-                check_approval(c, yes=yes, interactive=False, confirm=None)
-        _refuse_if_locked(ws, [c.name for c in contexts])
+            _approve(ws, c, yes=yes, interactive=interactive, confirm=confirm)
+        try:
+            _refuse_if_locked(ws, [c.name for c in contexts])
+        except OperationError as exc:
+            ws.audit(None, "refused", str(exc))
+            raise
     reports: list[DeployReport] = []
     if opts.dry_run:
         for c in contexts:
@@ -84,7 +102,6 @@ def full(ws: Workspace, opts: DeployOptions, *, yes: bool = False, interactive: 
                         include_dirty=not strict)
     ws.log.write(f"built release {rid}; promoting it unchanged")
     for c in contexts:
-        check_approval(c, yes=yes, interactive=interactive, confirm=confirm)
         reports.append(deploy_env(ws, c, DeployOptions(skip_checks=opts.skip_checks, kind="promote"),
                                   release=rid, facts=facts))
     return reports
@@ -174,25 +191,7 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
     keep_n = keep if keep is not None else config.releases.keep
     if keep_n < 2:
         raise UsageError("--keep must be at least 2 (current and previous)")
-    wanted: set[str] = set()
-    for name in config.environments:
-        st = ws.store.env_state(name)
-        wanted |= {r for r in (st.current_release, st.previous_release) if r}
-        if name not in names:
-            wanted |= set(ws.store.env_releases(name))
-        else:
-            wanted |= set(ws.store.env_releases(name)[:keep_n])
-    removed: list[str] = []
-    used = {r for n in config.environments for r in ws.store.env_releases(n)}
-    for row in ws.store.releases():
-        rid = row["id"]
-        # Releases never deployed anywhere (failed builds) go too, unless they are brand new.
-        if rid in wanted:
-            continue
-        if rid not in used and ws.store.release_deploying(rid):
-            continue
-        remove_release(ws.store, rid)
-        removed.append(f"release {rid}")
+    removed = [f"release {rid}" for rid in prune_releases(ws.store, config, names, keep_n)]
     for name in names:
         ctx = load_env_context(ws.root, name, environ)
         for p in prune_backups(backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):

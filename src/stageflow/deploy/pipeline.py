@@ -21,7 +21,14 @@ from stageflow.config.loader import EnvContext
 from stageflow.deploy import preflight as pf
 from stageflow.deploy.health import wait_healthy, watch
 from stageflow.deploy.lock import EnvLock
-from stageflow.deploy.release import GitFacts, build_release, read_git, release_path, remove_release
+from stageflow.deploy.release import (
+    GitFacts,
+    build_release,
+    prune_releases,
+    read_git,
+    release_path,
+    remove_release,
+)
 from stageflow.errors import LockHeldError, OperationError, UsageError
 from stageflow.fsutil import inside, make_dirs, narrow_mode
 from stageflow.masking import masker
@@ -230,8 +237,14 @@ def check_database(ws: Workspace, ctx: EnvContext, rt: Runtime | None = None) ->
         return pf.Check("database", "pass", "PostgreSQL does not run yet: the deploy starts it")
     assert access != "none"  # engine is postgres here
     target, runner = access
-    r = runner.run(psql_command(target, "SELECT 1", database="postgres"), env=pg_env(target), timeout=20)
+    # The database itself, not the server: migrations need it to exist and to let the app's role in.
+    r = runner.run(psql_command(target, "SELECT 1", database=target.name), env=pg_env(target), timeout=20)
     if not r.ok:
+        if f'database "{target.name}" does not exist' in f"{r.stderr} {r.stdout}":
+            return pf.Check("database", "fail", (
+                f"database {target.name} does not exist on {target.host}:{target.port}; create it (as a "
+                f"superuser, or a role with CREATEDB): createdb -h {target.host} -p {target.port} "
+                f"-O {target.user} {target.name}"))
         return pf.Check("database", "fail", f"{target.describe()} unreachable: {r.brief(200)}")
     return pf.Check("database", "pass", f"{target.describe()} reachable")
 
@@ -248,7 +261,8 @@ def run_preflight(ws: Workspace, ctx: EnvContext, rt: Runtime, facts: GitFacts |
             if facts is None:
                 checks.append(pf.Check("git", "pass", "deploying an existing release"))
             else:
-                checks.append(pf.check_git(facts, ctx.require_clean_git))
+                tracked = pf.check_tracked(pf.tracked_state(ctx.root, ctx.config, ws.runner))
+                checks.append(tracked or pf.check_git(facts, ctx.require_clean_git))
         elif name == "runtime":
             checks.append(rt.preflight(new, active))
         elif name == "config":
@@ -602,3 +616,10 @@ class _Apply:
                                  self.downtime)
         self.store.finish_deployment(self.dep_id, "succeeded", None, self.downtime)
         s.detail = f"{self.release} current, {previous or 'none'} previous"
+        # Retention after every successful deploy, across envs (a release two envs served goes once
+        # neither keeps it), so release directories do not pile up — crashed deploys' ones included.
+        keep = self.ctx.config.releases.keep
+        pruned = prune_releases(self.store, self.ctx.config, list(self.ctx.config.environments), keep)
+        if pruned:
+            s.detail += f"; releases.keep={keep}: removed {len(pruned)} old release(s)"
+            self.ws.log.write(f"[{self.ctx.name}] releases.keep={keep}: removed {', '.join(pruned)}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from stageflow.config.loader import EnvContext
+from stageflow.config.models import ProjectConfig
 from stageflow.deploy.release import GitFacts
 from stageflow.masking import is_secret_name
 from stageflow.runner import Runner
@@ -34,6 +35,27 @@ def check_git(facts: GitFacts, require_clean: bool) -> Check:
     if require_clean:
         return Check("git", "fail", f"uncommitted changes ({files}); commit or stash them")
     return Check("git", "warn", f"uncommitted changes ({files}); deploying them as a -dirty release")
+
+
+def tracked_state(root: Path, config: ProjectConfig, runner: Runner) -> list[str]:
+    """stageflow's own files that git tracks (state, releases, keys, logs, databases): should be none."""
+    from stageflow.commands import git
+    from stageflow.configmgr.gitignore import state_paths
+
+    specs = [line.lstrip("/") + ("**" if line.endswith("/") else "") for line, _ in state_paths(root, config)]
+    r = runner.run(git.ls_files(specs), cwd=root)
+    return [f for f in r.stdout.split("\0") if f] if r.ok else []
+
+
+def check_tracked(tracked: list[str]) -> Check | None:
+    """A failing check when stageflow's own files are in git (``git add -A`` after a deploy), else None."""
+    if not tracked:
+        return None
+    files = ", ".join(tracked[:3]) + (f" (+{len(tracked) - 3} more)" if len(tracked) > 3 else "")
+    tops = " ".join(sorted({f.split("/", 1)[0] for f in tracked}))
+    return Check("git", "fail", f"stageflow's own files are tracked by git ({files}): they hold state, keys and "
+                                f"data; untrack them with 'git rm -r --cached {tops}' and commit (stageflow "
+                                "config setup adds them to .gitignore)")
 
 
 def check_config(ctx: EnvContext, runner: Runner | None = None) -> Check:

@@ -8,12 +8,16 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stageflow.commands import git
 from stageflow.errors import ConfigError, OperationError
 from stageflow.fsutil import make_dirs
 from stageflow.runner import Runner
 from stageflow.state.store import Store
+
+if TYPE_CHECKING:
+    from stageflow.config.models import ProjectConfig
 
 
 @dataclass(frozen=True)
@@ -135,3 +139,37 @@ def remove_release(store: Store, rid: str) -> None:
     if row is not None:
         shutil.rmtree(row["path"], ignore_errors=True)
     store.delete_release(rid)
+
+
+#: A release no deployment names yet is being deployed right now (``full`` builds first) unless older.
+FRESH_SECONDS = 900.0
+
+
+def prune_releases(store: Store, config: ProjectConfig, names: list[str], keep: int) -> list[str]:
+    """Remove release directories beyond the newest ``keep`` that served each env in ``names``.
+
+    Never removes a current or previous release of any env, any release an env outside ``names``
+    served, one a running deployment uses, or a brand-new one no deployment names yet. Releases of
+    crashed or failed deploys that never served go too. Returns the removed ids.
+    """
+    wanted: set[str] = set()
+    for name in config.environments:
+        st = store.env_state(name)
+        wanted |= {r for r in (st.current_release, st.previous_release) if r}
+        served = store.env_releases(name)
+        wanted |= set(served if name not in names else served[:keep])
+    busy = {r["release_id"] for r in store.db.execute(
+        "SELECT release_id FROM deployments WHERE outcome='running' AND release_id IS NOT NULL")}
+    named = {r["release_id"] for r in store.db.execute(
+        "SELECT DISTINCT release_id FROM deployments WHERE release_id IS NOT NULL")}
+    now = datetime.now(UTC)
+    removed: list[str] = []
+    for row in store.releases():
+        rid = row["id"]
+        if rid in wanted or rid in busy:
+            continue
+        if rid not in named and (now - datetime.fromisoformat(row["created_at"])).total_seconds() < FRESH_SECONDS:
+            continue
+        remove_release(store, rid)
+        removed.append(rid)
+    return removed

