@@ -107,6 +107,8 @@ def open_dir(path: Path, *, root: Path | None, create: bool = True, mode: int = 
         return os.open(path, _DIR_FLAGS)
     base = Path(os.path.abspath(root))
     rel = Path(os.path.relpath(path, base))
+    if create and not base.exists():
+        os.makedirs(base, mode=mode, exist_ok=True)  # the root itself is the caller's, like an -o DIR
     fd = os.open(base, _DIR_FLAGS)
     current = base
     try:

@@ -180,3 +180,12 @@ def test_deploy_keeps_absolute_links_and_never_writes_through_planted_ones(pract
     assert sorted(p.name for p in (root / ".stageflow" / "releases").iterdir() if not p.name.startswith(".")) == [
         release]  # the refused release was not left behind
     git(root, "status")  # the work tree is intact
+
+
+def test_a_missing_root_is_created_as_the_callers_directory(tmp_path: Path) -> None:
+    from stageflow.config.envfile import read_env_file, write_env_file
+
+    target = tmp_path / "new" / "dir" / ".env.dev"
+    write_env_file(target, {"A": "1"})  # root defaults to the file's own directory
+    assert read_env_file(target) == {"A": "1"}
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
