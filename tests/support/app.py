@@ -29,11 +29,22 @@ CANARY = "canary-Secret-0a9f8e7d6c5b4a39281706f5e4d3c2b1a0"
 ENVS = ("dev", "staging", "production")
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on 127.0.0.1 right now, never one this process handed out before.
+
+    The kernel may give the same ephemeral port to two consecutive binds once the first socket is
+    closed; a fixture drawing nine ports then configured nginx and a slot on one port (bind() failed
+    at cutover, seen in CI)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def git(root: Path, *args: str) -> str:
