@@ -299,20 +299,11 @@ class _Builder:
 
 def render_workflow(opts: WorkflowOptions) -> str:
     """The workflow YAML for ``opts`` (validated first)."""
-    import yaml
+    from stageflow.generate.yamltext import dump_yaml
 
     opts.validate()
     doc = _Builder(opts).build()
-
-    class _Dumper(yaml.SafeDumper):
-        pass
-
-    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-        style = "|" if "\n" in value else None
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-    _Dumper.add_representer(str, _str)
-    text = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=200, allow_unicode=True)
+    text = dump_yaml(doc, width=200, allow_unicode=True)
     # PyYAML quotes the key `on` (YAML 1.1 boolean); GitHub reads both, keep the familiar form.
     text = text.replace("\n'on':\n", "\non:\n", 1)
     if opts.pin:
