@@ -84,3 +84,15 @@ class Message:
         """Back from the outbox; unknown keys (a damaged or newer row) are ignored."""
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def fmt_span(seconds: float | None) -> str:
+    """``3m 20s``, ``2h 5m``."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    return f"{s // 3600}h {s % 3600 // 60}m"

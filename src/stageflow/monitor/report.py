@@ -222,7 +222,7 @@ def render(rep: Report, fmt: str) -> str:
     import jinja2
     from markupsafe import Markup
 
-    from stageflow.alerts.notifiers.slack import fmt_span
+    from stageflow.alerts.model import fmt_span
 
     # Markdown is text, not markup: only HTML is escaped.
     env = jinja2.Environment(autoescape=fmt == "html", undefined=jinja2.StrictUndefined,  # noqa: S701

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from stageflow.alerts.model import Message
+from stageflow.alerts.model import Message, fmt_span
 from stageflow.alerts.notifiers import SendResult, check_url, post_json
 from stageflow.config.models import Route, SlackAlerts
 
@@ -30,18 +30,6 @@ def fmt_ts(ts: float | None) -> str:
     if ts is None:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def fmt_span(seconds: float | None) -> str:
-    """``3m 20s``, ``2h 5m``."""
-    if seconds is None:
-        return "-"
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60}s"
-    return f"{s // 3600}h {s % 3600 // 60}m"
 
 
 @dataclass
