@@ -600,10 +600,15 @@ class _Apply:
             raise StepFailed(f"{self.release} {w.reason}")
 
     def stop_old(self, s: StepHandle) -> None:
-        if not (self.old_alive and self.old):
+        if not self.old:
             s.detail, s.outcome = "nothing was running", "skipped"
             return
+        # Stopped even when its record says it is dead: a damaged record must not leave it running.
         n = self.rt.stop(self.old, self.ctx.env.drain)
+        if not self.old_alive:
+            s.detail, s.outcome = (f"stopped {n} unit(s) of {self.old_release} its record no longer named", "warn") \
+                if n else ("nothing was running", "skipped")
+            return
         if self.rt.zero_downtime:
             s.detail = f"drained and stopped {n} unit(s) of {self.old_release} ({self.old.slot})"
         else:
