@@ -10,8 +10,8 @@ from stageflow.config.loader import EnvContext, load_env_context, load_project, 
 from stageflow.deploy.pipeline import (
     DeployOptions,
     DeployReport,
-    backups_dir,
     deploy_env,
+    open_backups_dir,
     take_backup,
 )
 from stageflow.deploy.preflight import check_tracked, tracked_state
@@ -194,7 +194,7 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
     removed = [f"release {rid}" for rid in prune_releases(ws.store, config, names, keep_n)]
     for name in names:
         ctx = load_env_context(ws.root, name, environ)
-        for p in prune_backups(backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
+        for p in prune_backups(open_backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
             ws.store.forget_backup(p)
             removed.append(f"backup {p.name}")
     return removed
@@ -238,7 +238,7 @@ def backup_list(ws: Workspace, env: str, environ: Mapping[str, str] | None = Non
     return [
         {"file": b.path.name, "path": str(b.path), "size": b.size, "checksum": b.checksum,
          "format": b.format, "created_at": b.created_at.isoformat()}
-        for b in list_backups(backups_dir(ctx))
+        for b in list_backups(open_backups_dir(ctx))
     ]
 
 
@@ -246,7 +246,7 @@ def find_backup(ws: Workspace, ctx: EnvContext, name: str | None) -> Path:
     """A backup by file name (or the newest)."""
     from stageflow.deploy.backup import list_backups
 
-    found = list_backups(backups_dir(ctx))
+    found = list_backups(open_backups_dir(ctx))
     if not found:
         raise OperationError(f"no backups of {ctx.name}", hint=f"stageflow backup create {ctx.name}")
     if name is None:
