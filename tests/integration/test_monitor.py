@@ -511,7 +511,7 @@ def test_a_deploy_silences_its_env_and_a_still_firing_alert_is_announced_after(
     p.cycle(m)
     (msg,) = receiver.delivered()
     assert msg["text"].startswith("[FIRING] CRITICAL dev: http public: connection refused")
-    notes = [r["note"] for r in m.state.history(0) if r["transition"] == "silenced"]
+    notes = [r.note for r in m.state.history(0) if r.transition == "silenced"]
     assert notes and set(notes) == {"dev is being deployed"}
 
 

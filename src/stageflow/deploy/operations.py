@@ -150,15 +150,15 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
         if backup_row is None:
             raise OperationError(f"no backup of {ctx.name} was taken before {state.current_release}",
                                  hint="see 'stageflow backup list " + ctx.name + "'")
-        msg = (f"restore {Path(backup_row['path']).name} (taken {backup_row['created_at']}): every change to the "
+        msg = (f"restore {backup_row.path.name} (taken {backup_row.created_at}): every change to the "
                f"{ctx.name} database since then will be lost")
         ws.log.write(msg, level="WARN")
         if not yes and not (interactive and confirm and confirm(f"{msg}. Continue?")):
             raise UsageError("database restore not confirmed", hint="re-run with --yes to confirm")
     report = deploy_env(ws, ctx, DeployOptions(kind="rollback"), release=to)
     if backup_row is not None:
-        restore_backup_file(ws, ctx, Path(backup_row["path"]))
-        ws.audit(ctx.name, "restored", f"database restored from {Path(backup_row['path']).name}")
+        restore_backup_file(ws, ctx, backup_row.path)
+        ws.audit(ctx.name, "restored", f"database restored from {backup_row.path.name}")
     return report
 
 
