@@ -88,3 +88,29 @@ def test_relative_config_paths_climbing_out_are_refused(tmp_path: Path, section:
         one_clear_line(run(root, *args), 2, f"{section}.{key}", "leaves the app directory")
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == before
     assert not (root / ".stageflow" / "releases").exists()
+
+
+@pytest.mark.parametrize("link", ["bk", "bk/dev"])
+def test_backups_never_go_through_a_symlinked_directory(tmp_path: Path, link: str) -> None:
+    import sqlite3
+
+    from tests.support.app import git
+
+    root = write_practika_project(tmp_path / "app")
+    cfg = yaml.safe_load((root / "stageflow.yml").read_text())
+    cfg["database"] = {"engine": "sqlite", "path": "data/{env}.sqlite3"}
+    cfg["backups"] = {"dir": "bk"}
+    (root / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (root / "data").mkdir()
+    with sqlite3.connect(root / "data" / "dev.sqlite3") as db:
+        db.execute("CREATE TABLE t (x)")
+    db.close()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside, root / link)
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "x")
+    one_clear_line(run(root, "backup", "create", "dev"), 2, f"{link} is a symbolic link")
+    assert list(outside.rglob("*")) == []

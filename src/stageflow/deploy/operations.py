@@ -10,8 +10,8 @@ from stageflow.config.loader import EnvContext, load_env_context, load_project, 
 from stageflow.deploy.pipeline import (
     DeployOptions,
     DeployReport,
-    backups_dir,
     deploy_env,
+    open_backups_dir,
     take_backup,
 )
 from stageflow.deploy.preflight import check_tracked, tracked_state
@@ -150,15 +150,15 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
         if backup_row is None:
             raise OperationError(f"no backup of {ctx.name} was taken before {state.current_release}",
                                  hint="see 'stageflow backup list " + ctx.name + "'")
-        msg = (f"restore {Path(backup_row['path']).name} (taken {backup_row['created_at']}): every change to the "
+        msg = (f"restore {backup_row.path.name} (taken {backup_row.created_at}): every change to the "
                f"{ctx.name} database since then will be lost")
         ws.log.write(msg, level="WARN")
         if not yes and not (interactive and confirm and confirm(f"{msg}. Continue?")):
             raise UsageError("database restore not confirmed", hint="re-run with --yes to confirm")
     report = deploy_env(ws, ctx, DeployOptions(kind="rollback"), release=to)
     if backup_row is not None:
-        restore_backup_file(ws, ctx, Path(backup_row["path"]))
-        ws.audit(ctx.name, "restored", f"database restored from {Path(backup_row['path']).name}")
+        restore_backup_file(ws, ctx, backup_row.path)
+        ws.audit(ctx.name, "restored", f"database restored from {backup_row.path.name}")
     return report
 
 
@@ -195,13 +195,13 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
         raise UsageError("--keep must be at least 2 (current and previous)")
     removed = [f"release {rid}" for rid in prune_releases(ws.store, config, names, keep_n)]
     # What the store still knows is kept, and so is what any env serves or served last.
-    kept = {row["id"] for row in ws.store.releases()}
+    kept = {release.id for release in ws.store.releases()}
     for name in config.environments:
         st = ws.store.env_state(name)
         kept |= {r for r in (st.current_release, st.previous_release) if r}
     for name in names:
         ctx = load_env_context(ws.root, name, environ)
-        for p in prune_backups(backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
+        for p in prune_backups(open_backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
             ws.store.forget_backup(p)
             removed.append(f"backup {p.name}")
         removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
@@ -246,7 +246,7 @@ def backup_list(ws: Workspace, env: str, environ: Mapping[str, str] | None = Non
     return [
         {"file": b.path.name, "path": str(b.path), "size": b.size, "checksum": b.checksum,
          "format": b.format, "created_at": b.created_at.isoformat()}
-        for b in list_backups(backups_dir(ctx))
+        for b in list_backups(open_backups_dir(ctx))
     ]
 
 
@@ -254,7 +254,7 @@ def find_backup(ws: Workspace, ctx: EnvContext, name: str | None) -> Path:
     """A backup by file name (or the newest)."""
     from stageflow.deploy.backup import list_backups
 
-    found = list_backups(backups_dir(ctx))
+    found = list_backups(open_backups_dir(ctx))
     if not found:
         raise OperationError(f"no backups of {ctx.name}", hint=f"stageflow backup create {ctx.name}")
     if name is None:
@@ -328,7 +328,10 @@ def logs(ws: Workspace, env: str, service: str | None, *, follow: bool, since: s
     ctx, rt, placement, _release = _serving(ws, env, environ)
     if service is not None and service not in ctx.config.services and service not in ("db", "redis", "nginx"):
         raise UsageError(f"unknown service {service!r}", hint=f"known: {', '.join(ctx.config.services)}")
-    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs")
+    from stageflow.masking import shown
+
+    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs",
+                          lines=shown)
 
 
 def restart(ws: Workspace, env: str, service: str | None = None, *, yes: bool = False, interactive: bool = False,

@@ -127,17 +127,17 @@ def _keep_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
 
 def release_path(store: Store, rid: str) -> Path:
     """The directory of release ``rid``; OperationError when it is gone."""
-    row = store.release(rid)
-    if row is None or not Path(row["path"]).is_dir():
+    release = store.release(rid)
+    if release is None or not release.path.is_dir():
         raise OperationError(f"release {rid} does not exist any more", hint="see 'stageflow history' for releases")
-    return Path(row["path"])
+    return release.path
 
 
 def remove_release(store: Store, rid: str) -> None:
     """Delete a release directory and its record."""
-    row = store.release(rid)
-    if row is not None:
-        shutil.rmtree(row["path"], ignore_errors=True)
+    release = store.release(rid)
+    if release is not None:
+        shutil.rmtree(release.path, ignore_errors=True)
     store.delete_release(rid)
 
 
@@ -158,17 +158,15 @@ def prune_releases(store: Store, config: ProjectConfig, names: list[str], keep: 
         wanted |= {r for r in (st.current_release, st.previous_release) if r}
         served = store.env_releases(name)
         wanted |= set(served if name not in names else served[:keep])
-    busy = {r["release_id"] for r in store.db.execute(
-        "SELECT release_id FROM deployments WHERE outcome='running' AND release_id IS NOT NULL")}
-    named = {r["release_id"] for r in store.db.execute(
-        "SELECT DISTINCT release_id FROM deployments WHERE release_id IS NOT NULL")}
+    busy = store.releases_deploying()
+    named = store.releases_named()
     now = datetime.now(UTC)
     removed: list[str] = []
-    for row in store.releases():
-        rid = row["id"]
+    for release in store.releases():
+        rid = release.id
         if rid in wanted or rid in busy:
             continue
-        if rid not in named and (now - datetime.fromisoformat(row["created_at"])).total_seconds() < FRESH_SECONDS:
+        if rid not in named and (now - datetime.fromisoformat(release.created_at)).total_seconds() < FRESH_SECONDS:
             continue
         remove_release(store, rid)
         removed.append(rid)

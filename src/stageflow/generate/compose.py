@@ -78,9 +78,9 @@ CONTAINER_HOST = "0.0.0.0"
 
 
 def compose_filename(config: ProjectConfig, env: str) -> str:
-    """``docker-compose.prod.yml`` for production (the seed's name), ``docker-compose.<env>.yml`` otherwise."""
-    del config  # the name depends on the environment only; kept for a stable call signature
-    return "docker-compose.prod.yml" if env == "production" else f"docker-compose.{env}.yml"
+    """``environments.<env>.compose_file``: by default ``docker-compose.prod.yml`` for the production
+    environment (the seed's name), ``docker-compose.<env>.yml`` otherwise (:meth:`ProjectConfig.compose_file`)."""
+    return config.compose_file(env)
 
 
 def image_overrides(config: ProjectConfig, env: str) -> dict[str, str]:

@@ -250,7 +250,7 @@ def site_options(
         else (("127.0.0.11",) if compose else ("127.0.0.53",)),
         http2="directive" if version >= HTTP2_DIRECTIVE_SINCE else "listen",
         allow=tuple(_address(a, f"{where}.allow") for a in s.allow),
-        basic_auth=s.basic_auth if s.basic_auth is not None else env == "staging",
+        basic_auth=s.basic_auth if s.basic_auth is not None else config.is_staging(env),
         basic_auth_user=user,
         admin_paths=tuple(_url_prefix(p, f"{where}.admin_paths") for p in s.admin_paths),
         admin_allow=admin_allow,
