@@ -13,7 +13,7 @@ import yaml
 from tests.hardening.support import one_clear_line, run
 from tests.support.app import App, git, wait_for
 from tests.support.compose import write_practika_project
-from tests.support.state import record_one_deploy
+from tests.support.state import record_one_deploy, restore_state_v1
 
 
 def _project(tmp_path: Path, edit: dict[str, object] | None = None) -> Path:
@@ -204,3 +204,18 @@ def test_a_state_db_from_a_newer_stageflow_is_refused_in_one_line(tmp_path: Path
     _nothing_built(root)
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == 99
+
+
+def test_a_state_db_written_by_the_previous_release_serves_every_reading_command(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    restore_state_v1(root / ".stageflow" / "state.db")
+    proc = run(root, "history", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["kind"], r["outcome"], len(r["steps"])) for r in rows] == [
+        ("deploy", "failed", 3), ("rollback", "succeeded", 3), ("deploy", "succeeded", 3), ("deploy", "succeeded", 3)]
+    assert [r["rolled_back"] for r in rows] == [True, False, True, False]
+    proc = run(root, "lock", "status", "staging")
+    assert proc.returncode == 0 and "locked by bob@" in proc.stdout and "STALE" in proc.stdout, proc.stdout
+    proc = run(root, "history", "--audit")
+    assert proc.returncode == 0 and proc.stdout.count("alice@host1") == 4, proc.stdout
