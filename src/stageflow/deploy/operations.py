@@ -320,7 +320,10 @@ def logs(ws: Workspace, env: str, service: str | None, *, follow: bool, since: s
     ctx, rt, placement, _release = _serving(ws, env, environ)
     if service is not None and service not in ctx.config.services and service not in ("db", "redis", "nginx"):
         raise UsageError(f"unknown service {service!r}", hint=f"known: {', '.join(ctx.config.services)}")
-    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs")
+    from stageflow.masking import shown
+
+    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs",
+                          lines=shown)
 
 
 def restart(ws: Workspace, env: str, service: str | None = None, *, yes: bool = False, interactive: bool = False,
