@@ -13,7 +13,7 @@ import yaml
 from tests.hardening.support import one_clear_line, run
 from tests.support.app import App, git, wait_for
 from tests.support.compose import write_practika_project
-from tests.support.state import record_one_deploy
+from tests.support.state import record_one_deploy, restore_state_v1
 
 
 def _project(tmp_path: Path, edit: dict[str, object] | None = None) -> Path:
@@ -175,6 +175,26 @@ def test_history_json_keeps_its_shape(tmp_path: Path) -> None:
                                         "detail": "r1"}]
 
 
+def test_status_json_keeps_its_shape(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    path = _recorded(root)
+    with sqlite3.connect(path) as con:
+        deployed_at = con.execute("SELECT deployed_at FROM env_state WHERE env='dev'").fetchone()[0]
+    proc = run(root, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [list(r) for r in rows] == [["env", "release", "commit", "healthy", "reason", "url", "runtime",
+                                        "deployed_at", "previous", "downtime", "processes", "locked_by", "restarts",
+                                        "supervisor", "recorded", "mismatch", "lock_stale", "services"]] * 3
+    dev = rows[0]  # what the record says (health depends on what answers on its URL right now: not asserted)
+    assert {k: dev[k] for k in ("env", "release", "commit", "deployed_at", "previous", "downtime", "recorded",
+                                "locked_by", "lock_stale")} == {
+        "env": "dev", "release": "r1", "commit": "a" * 40, "deployed_at": deployed_at, "previous": None,
+        "downtime": False, "recorded": "r1", "locked_by": None, "lock_stale": None}
+    assert [(r["env"], r["release"], r["reason"]) for r in rows[1:]] == [("staging", None, "not deployed"),
+                                                                        ("production", None, "not deployed")]
+
+
 @pytest.mark.parametrize(("damage", "commands", "needle"), [
     ("UPDATE deployments SET started_at='soon'", (("history",), ("history", "--json"), ("history", "dev")),
      "deployments row id=1: started_at is not an ISO-8601 time"),
@@ -204,3 +224,18 @@ def test_a_state_db_from_a_newer_stageflow_is_refused_in_one_line(tmp_path: Path
     _nothing_built(root)
     with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA user_version").fetchone()[0] == 99
+
+
+def test_a_state_db_written_by_the_previous_release_serves_every_reading_command(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    restore_state_v1(root / ".stageflow" / "state.db")
+    proc = run(root, "history", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [(r["kind"], r["outcome"], len(r["steps"])) for r in rows] == [
+        ("deploy", "failed", 3), ("rollback", "succeeded", 3), ("deploy", "succeeded", 3), ("deploy", "succeeded", 3)]
+    assert [r["rolled_back"] for r in rows] == [True, False, True, False]
+    proc = run(root, "lock", "status", "staging")
+    assert proc.returncode == 0 and "locked by bob@" in proc.stdout and "STALE" in proc.stdout, proc.stdout
+    proc = run(root, "history", "--audit")
+    assert proc.returncode == 0 and proc.stdout.count("alice@host1") == 4, proc.stdout

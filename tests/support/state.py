@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from stageflow.state.store import Store
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def record_one_deploy(store: Store, release_dir: Path) -> int:
@@ -19,3 +22,11 @@ def record_one_deploy(store: Store, release_dir: Path) -> int:
     store.add_event("alice", "host1", "stageflow deploy dev", "dev", "succeeded", "r1")
     store.set_env_state("dev", "r1", None, None, False)
     return dep
+
+
+def restore_state_v1(path: Path) -> Path:
+    """A state.db written by the release before runtime placements (see tests/fixtures/make_state_v1.py)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as con:
+        con.executescript((FIXTURES / "state_v1.sql").read_text())
+    return path

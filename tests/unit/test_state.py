@@ -13,7 +13,7 @@ import pytest
 from stageflow.deploy.lock import EnvLock, read_lock, stale_reason
 from stageflow.errors import LockHeldError
 from stageflow.state.store import MIGRATIONS, StateDamaged, Store
-from tests.support.state import record_one_deploy
+from tests.support.state import record_one_deploy, restore_state_v1
 
 
 def test_schema_versioned_and_wal(tmp_path: Path) -> None:
@@ -212,3 +212,40 @@ def test_a_damaged_monitor_leader_row_is_taken_over(tmp_path: Path) -> None:
     Leader(_Monitor()).take()  # type: ignore[arg-type]
     leader = st.leader()
     assert leader is not None and leader.pid == __import__("os").getpid()
+
+
+def test_a_state_db_written_by_the_previous_release_is_upgraded_and_reads_back(tmp_path: Path) -> None:
+    from stageflow.state.monitoring import SCHEMA, MonitorState
+
+    path = restore_state_v1(tmp_path / "state.db")
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    prod = store.env_state("production")
+    assert prod.current_release == "20261130T100000-aaaaaaa" and prod.previous_release == "20261130T110000-bbbbbbb"
+    assert prod.placement == {"slot": "blue", "port": 28001} and not prod.downtime
+    staging = store.env_state("staging")
+    assert staging.placement is None and staging.current_release is None and staging.downtime
+    first, second = sorted(store.releases(), key=lambda r: r.id)
+    assert first.requirements_hash == "h1" and not first.dirty and first.artifacts == {}
+    assert second.dirty and second.requirements_hash is None and second.path.name == second.id
+    deps = store.deployments("production")
+    assert [(d.kind, d.outcome) for d in deps] == [("deploy", "failed"), ("rollback", "succeeded"),
+                                                  ("deploy", "succeeded"), ("deploy", "succeeded")]
+    assert deps[0].error == "health check failed" and deps[0].pid == 4242 and deps[0].finished_at
+    assert [(s.name, s.seconds) for s in store.steps(deps[0].id)] == [("preflight", 0.25), ("build", 12.5),
+                                                                      ("health", 3.0)]
+    assert store.rolled_back_from("production") == {"20261130T110000-bbbbbbb"}
+    assert [e.command.split()[1] for e in store.events()] == ["deploy", "rollback", "deploy", "deploy"]
+    (backup,) = store.backups("production")
+    assert backup.size == 2048 and backup.deployment_id == 2 and backup.path.suffix == ".dump"
+    lock = store.lock("staging")
+    assert lock is not None and lock.damaged is None and lock.owner == "bob" and lock.lease_seconds == 120.0
+    monitor = MonitorState(store)
+    assert monitor.schema_version == len(SCHEMA)
+    (alert,) = monitor.alerts()
+    assert alert.state == "firing" and alert.value == 503.0
+    assert [h.transition for h in monitor.history(0)] == ["firing"]
+    assert [(o.status, o.attempts) for o in monitor.outbox()] == [("pending", 0)]
+    assert [a.outbox_ids for a in monitor.attempts()] == [(1,)]
+    assert monitor.log_cursor("/srv/app/logs/access.log") == (1234, 5678, ["OperationalError"], None)
+    store.close()

@@ -28,6 +28,7 @@ from stageflow.deploy.release import (
     read_git,
     release_path,
     remove_release,
+    rollback_target,
 )
 from stageflow.errors import LockHeldError, OperationError, UsageError
 from stageflow.fsutil import inside, make_dirs, narrow_mode
@@ -455,7 +456,7 @@ class _Apply:
         self.old, self.old_release = old, old_release
         store.set_deployment_previous(self.dep_id, self.state.current_release)
         if self.release is None and self.opts.kind == "rollback":
-            self.release = store.rollback_target(ctx.name, self.state.current_release)
+            self.release = rollback_target(store, ctx.name, self.state.current_release)
             if self.release is None:
                 raise StepFailed(f"{ctx.name} has no earlier release to roll back to")
         self.old_alive = bool(old and rt.alive(old))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -43,6 +44,8 @@ class StateDamaged(OperationError):
 
 #: ISO-8601 text as the store wrote it (checked to parse when read back).
 Timestamp = NewType("Timestamp", str)
+#: A release id as stageflow makes them: one plain path component (it names the release's directory).
+ReleaseId = NewType("ReleaseId", str)
 
 #: A row's record type: a dataclass naming its table (and the column that identifies a row in messages).
 Rec = TypeVar("Rec", bound="Record")
@@ -114,6 +117,15 @@ def _iso_time(value: Any) -> str:
     return str(value)
 
 
+_RELEASE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
+def _release_id(value: Any) -> str:
+    if not _RELEASE_ID.fullmatch(_text(value)):
+        raise ValueError(value)
+    return str(value)
+
+
 def _json_object(value: Any) -> dict[str, Any]:
     parsed = json.loads(_text(value))
     if not isinstance(parsed, dict):
@@ -137,6 +149,7 @@ _DECODERS: dict[Any, tuple[Callable[[Any], Any], str]] = {
     bool: (_flag, "is not 0 or 1"),
     float: (_number, "is not a number"),
     Timestamp: (_iso_time, "is not an ISO-8601 time"),
+    ReleaseId: (_release_id, "is not a release id (one plain name)"),
     Path: (lambda v: Path(_text(v)), "is not text"),
     dict[str, Any]: (_json_object, "is not a JSON object"),
     tuple[int, ...]: (_ids, "is not a comma-separated list of ids"),
@@ -180,11 +193,13 @@ class Release(Record):
 
     TABLE = "releases"
 
-    id: str
+    id: ReleaseId
     commit_sha: str
     dirty: bool
     message: str
     created_at: Timestamp
+    #: Where it was built. Informational: a release's directory is always ``<state dir>/releases/<id>``
+    #: (``deploy.release.release_dir``), so a record cannot point a deploy or a cleanup elsewhere.
     path: Path
     requirements_hash: str | None
     #: The runtime's artifacts of this release (venv hash, image IDs); opaque to the store.

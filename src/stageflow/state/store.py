@@ -430,19 +430,6 @@ class Store:
                 marked.add(d.previous_release_id)
         return marked
 
-    def rollback_target(self, env: str, current: str | None) -> str | None:
-        """Where ``rollback`` without ``--to`` goes: the newest release that served ``env``, is not
-        current, was not rolled back away from, and still exists. Each rollback so goes one further back.
-        """
-        marked = self.rolled_back_from(env)
-        for rid in self.env_releases(env):
-            if rid == current or rid in marked:
-                continue
-            release = self.release(rid)
-            if release is not None and release.path.is_dir():
-                return rid
-        return None
-
     # backups ------------------------------------------------------------------------------------
     def add_backup(
         self, env: str, path: Path, checksum: str, size: int, fmt: str, engine: str, deployment_id: int | None
