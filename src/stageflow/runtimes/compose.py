@@ -503,7 +503,9 @@ class ComposeRuntime:
             if replicas > 1:
                 self._gate(new)
         how = f" in {batches} health-gated batch(es) of {batch}" if replicas > 1 else ""
-        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}"
+        # No proxy, no cutover (the dev profile stops the old release first): the workers move now.
+        workers = "" if self.zero_downtime else self._converge_workers(release)
+        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}{workers}"
 
     def _gate(self, names: Sequence[str]) -> None:
         """Stageflow's health gate on each container's own address, then Docker's health check."""
