@@ -606,6 +606,6 @@ def write_site(
     except OSError as exc:
         raise OperationError(
             f"cannot write the nginx config to {out_dir}: {exc.strerror}",
-            hint="choose a writable --output directory",
+            hint="check that directory's permissions (config nginx: or choose another --output)",
         ) from exc
     return GeneratedSite(env=opts.env, directory=out_dir, files=written, basic_auth=auth)

@@ -104,6 +104,7 @@ class LocalRuntime:
         self.venv_root = venvs if venvs.is_absolute() else ctx.root / venvs
         self.instance_prefix = f"{ctx.root}::{self.env}::"
         self._version: tuple[int, int, int] | None = None
+        self._version_asked = False
 
     # ports and nginx ---------------------------------------------------------------------------
     @property
@@ -192,14 +193,14 @@ class LocalRuntime:
 
     def _nginx_version(self) -> tuple[int, int, int] | None:
         """``nginx -v`` of the binary in use (the site's http2 syntax depends on it); asked once."""
-        if self._version is None:
+        if not self._version_asked:
             from stageflow.generate.nginx import parse_nginx_version
 
             binary = self.nginx_binary
             result = self.runner.run([binary, "-v"], what="nginx -v", timeout=10) if binary else None
-            self._version = (parse_nginx_version(result.stderr or result.stdout) if result and result.ok
-                             else None) or (0, 0, 0)
-        return self._version if self._version != (0, 0, 0) else None
+            self._version = parse_nginx_version(result.stderr or result.stdout) if result and result.ok else None
+            self._version_asked = True
+        return self._version
 
     def _worker_account(self) -> tuple[str, str] | None:
         """Who nginx's workers run as when stageflow is root (else None: stageflow's own user).
@@ -231,8 +232,7 @@ class LocalRuntime:
         opts = self._site_options()
         root = self.ctx.root
         write_site(root, opts, self.nginx_dir, [host_port(self.listen_host, port)], mode=0o600)
-        mime = Path("/etc/nginx/mime.types")
-        # Root's workers run as nobody (they read htpasswd and the temp directories, nothing else).
+        mime = Path("/etc/nginx/mime.types")  # the system's own file, for static files the site may serve
         main = render_main(opts, probe_token=self.probe_token(), worker=self._worker_account(),
                            mime_types=mime if mime.is_file() else None)
         _atomic_write(self._nginx_conf(), main, root)
