@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from stageflow.cli.common import RootOpt
+from stageflow.masking import printable
 
 ci_app = typer.Typer(help="CI/CD pipeline generation (GitHub Actions).", no_args_is_help=True, rich_markup_mode=None)
 
@@ -27,9 +28,9 @@ def register(app: typer.Typer) -> None:
 
 def _say(text: str) -> None:
     from stageflow.cli.common import console
-    from stageflow.masking import masker
+    from stageflow.masking import shown
 
-    console().print(masker.mask(text), markup=False, highlight=False)
+    console().print(shown(text), markup=False, highlight=False)
 
 
 def _root_or_cwd(root: Path | None) -> Path:
@@ -170,7 +171,8 @@ def scan_command(
         except OSError as exc:
             raise UsageError(f"--output: cannot write {saved}: {exc.strerror}") from exc
     text = {"json": render_json, "sarif": render_sarif, "table": render_table}[fmt](report)
-    sys.stdout.write(text)
+    # A table quotes the repository (paths, tools' messages): its control characters are shown, not obeyed.
+    sys.stdout.write(printable(text) if fmt == "table" else text)
     if report.failed:
         raise OperationError("scan failed: " + "; ".join(_why(report)))
 
@@ -178,7 +180,7 @@ def scan_command(
 def _err(text: str) -> None:
     from stageflow.cli.common import err_console
 
-    err_console().print(text, markup=False, highlight=False)
+    err_console().print(printable(text), markup=False, highlight=False)
 
 
 def _why(report: object) -> list[str]:
@@ -277,8 +279,8 @@ def gate_command(
     else:
         from stageflow.cli.common import columns
 
-        sys.stdout.write(columns([("GATE", "RESULT", "FIGURE"),
-                                  *((r.name, r.status.upper(), r.detail) for r in results)]))
+        sys.stdout.write(printable(columns([("GATE", "RESULT", "FIGURE"),
+                                            *((r.name, r.status.upper(), r.detail) for r in results)])))
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
         raise OperationError(f"gate failed: {', '.join(failed)}")

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from stageflow.state.store import Store
 
 if TYPE_CHECKING:
+    import psutil
+
     from stageflow.monitor.resources import ServiceStats
 
 COLORS = ("blue", "green")
@@ -714,7 +716,12 @@ class LocalRuntime:
         return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
     def stop_color(self, color: str, drain: float = 10.0) -> int:
-        """Stop every service of ``color``: TERM (graceful drain), then KILL. Returns how many stopped."""
+        """Stop every service of ``color``: TERM (graceful drain), then KILL. Returns how many stopped.
+
+        A pid file that does not name our supervisor is never acted on; the processes it should have
+        named are still found by the instance tag in their environment, so a damaged or planted pid
+        file cannot leave this color's processes running unowned.
+        """
         count = 0
         for name in self.ctx.config.services:
             info = self._read_pidfile(name, color)
@@ -723,15 +730,40 @@ class LocalRuntime:
                 count += 1
             self._pidfile(name, color).unlink(missing_ok=True)
             self._restarts_file(name, color).unlink(missing_ok=True)
+        for proc, tagged_color, _ in self._tagged():
+            if tagged_color == color and self._kill_tagged(proc):
+                count += 1
         return count
+
+    def _tagged(self) -> Iterator[tuple[psutil.Process, str, dict[str, str]]]:
+        """Live processes whose environment carries this env's instance tag: (process, color, environ)."""
+        import psutil
+
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                environ = proc.environ()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                continue
+            tag = environ.get("STAGEFLOW_INSTANCE", "")
+            if tag.startswith(self.instance_prefix):
+                yield proc, tag[len(self.instance_prefix):], environ
+
+    def _kill_tagged(self, proc: psutil.Process) -> bool:
+        """Stop a tagged process: its whole group when it leads one (a supervisor: True), else it alone."""
+        import psutil
+
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:
+                _terminate_group(self.runner, proc.pid, 2.0)
+                return True
+            self.runner.signal(proc.pid, signal.SIGKILL)
+        return False
 
     def sweep_pids(self, keep: Mapping[str, str] | None = None) -> list[int]:
         """Kill processes of this env that no pid file vouches for (left by a killed deploy).
 
         ``keep`` maps color → release that must survive. Returns killed pids.
         """
-        import psutil
-
         keep = keep or {}
         vouched = set()
         for color in keep:
@@ -739,26 +771,14 @@ class LocalRuntime:
         # A damaged pid file vouches for nothing, but never makes its processes orphans either.
         untrusted = {color for color in keep if self._pidfile_damaged(color)}
         killed: list[int] = []
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                environ = proc.environ()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-                continue
-            tag = environ.get("STAGEFLOW_INSTANCE", "")
-            if not tag.startswith(self.instance_prefix):
-                continue
-            color = tag[len(self.instance_prefix):]
+        for proc, color, environ in self._tagged():
             if color in untrusted:
                 continue
             if color in keep and (proc.pid in vouched or _ancestor_in(proc, vouched)
                                   or environ.get("STAGEFLOW_RELEASE") == keep[color]):
                 continue
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if os.getpgid(proc.pid) == proc.pid:
-                    _terminate_group(self.runner, proc.pid, 2.0)
-                else:
-                    self.runner.signal(proc.pid, signal.SIGKILL)
-                killed.append(proc.pid)
+            self._kill_tagged(proc)
+            killed.append(proc.pid)
         for color in COLORS:
             if color not in keep:
                 for name in self.ctx.config.services:
