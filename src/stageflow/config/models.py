@@ -277,6 +277,9 @@ class Environment(Strict):
     database: Database | None = None
     docker_host: str | None = None
     replicas: Replicas = 1
+    #: compose: how many new web containers start (and are health-gated) at a time beside the old
+    #: ones when ``replicas`` > 1; null means one at a time.
+    batch_size: Replicas | None = None
     deadline: Duration = 900.0
     watch: Duration = 3.0
     drain: Duration = 10.0
@@ -288,6 +291,14 @@ class Environment(Strict):
     def __post_init__(self) -> None:
         if self.staging and self.production:
             raise ValueError("staging and production cannot both be true: an environment is one or the other")
+        if self.batch_size is not None and self.batch_size > self.replicas:
+            raise ValueError(f"batch_size {self.batch_size} is more than replicas ({self.replicas}): lower "
+                             f"batch_size to at most {self.replicas} or raise replicas")
+
+    @property
+    def batch(self) -> int:
+        """New web containers started and gated together (``batch_size``, one by default)."""
+        return self.batch_size or 1
 
     @property
     def url_port(self) -> int:

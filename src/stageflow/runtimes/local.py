@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -989,6 +989,12 @@ class LocalRuntime:
         n += len(self.sweep_pids({}))
         self.stop_proxy()
         return n
+
+    def prune(self, keep: Collection[str]) -> list[str]:
+        """Nothing: a release's files are its directory (pruned with its record), and virtualenvs are
+        shared by content (one per requirements hash)."""
+        del keep
+        return []
 
     def port_in_use(self, port: int) -> bool:
         """True when something listens on ``port`` at the listen host."""
