@@ -152,10 +152,12 @@ DEFAULT_PERMISSIONS_POLICY = (
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Proxy(Strict):
-    """Per-environment reverse-proxy settings (proposed ``environments.<env>.proxy``).
+    """Per-environment reverse-proxy settings (``environments.<env>.proxy``): what ``config nginx``
+    writes and what the local runtime's nginx serves.
 
     ``None`` means "derive from the environment": the domain from ``url``, TLS from its scheme,
-    basic auth on for ``staging``, the admin allowlist loopback-only for ``production``.
+    basic auth on for the staging environment (``staging:``), the admin allowlist loopback-only for
+    production-grade ones (``production:``).
     """
 
     domain: str | None = None
@@ -171,6 +173,12 @@ class Proxy(Strict):
     admin_allow: list[str] | None = None
     login_paths: list[str] = field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
     api_paths: list[str] = field(default_factory=lambda: ["/api/"])
+    #: Rate limits per client address (nginx ``limit_req``): ``<n>r/s`` or ``<n>r/m``, and the burst
+    #: let through at once. The health path is never limited (deploy gates, monitors, load tests).
+    login_rate: str = "10r/m"
+    login_burst: Annotated[int, Bounds(ge=0, le=100000)] = 5
+    api_rate: str = "20r/s"
+    api_burst: Annotated[int, Bounds(ge=0, le=100000)] = 40
     client_max_body_size: str = "10m"
     static_url: str = "/static/"
     static_root: str | None = None
