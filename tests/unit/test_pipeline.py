@@ -7,7 +7,7 @@ milliseconds. The same pipeline drives the local and compose runtimes in tests/e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -145,6 +145,9 @@ class FakeRuntime:
         self.running.clear()
         self.proxy = None
         return n
+
+    def prune(self, keep: Collection[str]) -> list[str]:
+        return []
 
 
 def _typed(rt: FakeRuntime) -> Runtime:

@@ -152,10 +152,12 @@ DEFAULT_PERMISSIONS_POLICY = (
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Proxy(Strict):
-    """Per-environment reverse-proxy settings (proposed ``environments.<env>.proxy``).
+    """Per-environment reverse-proxy settings (``environments.<env>.proxy``): what ``config nginx``
+    writes and what the local runtime's nginx serves.
 
     ``None`` means "derive from the environment": the domain from ``url``, TLS from its scheme,
-    basic auth on for ``staging``, the admin allowlist loopback-only for ``production``.
+    basic auth on for the staging environment (``staging:``), the admin allowlist loopback-only for
+    production-grade ones (``production:``).
     """
 
     domain: str | None = None
@@ -171,6 +173,12 @@ class Proxy(Strict):
     admin_allow: list[str] | None = None
     login_paths: list[str] = field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
     api_paths: list[str] = field(default_factory=lambda: ["/api/"])
+    #: Rate limits per client address (nginx ``limit_req``): ``<n>r/s`` or ``<n>r/m``, and the burst
+    #: let through at once. The health path is never limited (deploy gates, monitors, load tests).
+    login_rate: str = "10r/m"
+    login_burst: Annotated[int, Bounds(ge=0, le=100000)] = 5
+    api_rate: str = "20r/s"
+    api_burst: Annotated[int, Bounds(ge=0, le=100000)] = 40
     client_max_body_size: str = "10m"
     static_url: str = "/static/"
     static_root: str | None = None
@@ -269,6 +277,9 @@ class Environment(Strict):
     database: Database | None = None
     docker_host: str | None = None
     replicas: Replicas = 1
+    #: compose: how many new web containers start (and are health-gated) at a time beside the old
+    #: ones when ``replicas`` > 1; null means one at a time.
+    batch_size: Replicas | None = None
     deadline: Duration = 900.0
     watch: Duration = 3.0
     drain: Duration = 10.0
@@ -280,6 +291,14 @@ class Environment(Strict):
     def __post_init__(self) -> None:
         if self.staging and self.production:
             raise ValueError("staging and production cannot both be true: an environment is one or the other")
+        if self.batch_size is not None and self.batch_size > self.replicas:
+            raise ValueError(f"batch_size {self.batch_size} is more than replicas ({self.replicas}): lower "
+                             f"batch_size to at most {self.replicas} or raise replicas")
+
+    @property
+    def batch(self) -> int:
+        """New web containers started and gated together (``batch_size``, one by default)."""
+        return self.batch_size or 1
 
     @property
     def url_port(self) -> int:

@@ -191,7 +191,9 @@ def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
 
 
 def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Keep the newest N releases and backups per env; never the current or previous. Returns removals."""
+    """Keep the newest N releases and backups per env; never the current or previous. Then each env's
+    runtime drops what it holds for the releases that went (compose: images, exited containers).
+    Returns removals."""
     from stageflow.deploy.backup import prune_backups
 
     config = load_project(ws.root)
@@ -200,11 +202,17 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
     if keep_n < 2:
         raise UsageError("--keep must be at least 2 (current and previous)")
     removed = [f"release {rid}" for rid in prune_releases(ws.store, config, names, keep_n)]
+    # What the store still knows is kept, and so is what any env serves or served last.
+    kept: set[str] = {release.id for release in ws.store.releases()}
+    for name in config.environments:
+        st = ws.store.env_state(name)
+        kept |= {r for r in (st.current_release, st.previous_release) if r}
     for name in names:
         ctx = load_env_context(ws.root, name, environ)
         for p in prune_backups(open_backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
             ws.store.forget_backup(p)
             removed.append(f"backup {p.name}")
+        removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
     return removed
 
 

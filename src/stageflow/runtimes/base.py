@@ -8,7 +8,7 @@ containers behind an nginx container (``compose``). Where a release runs is the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -176,4 +176,10 @@ class Runtime(Protocol):
 
     def down(self) -> int:
         """Stop everything of this env, the proxy included; return how many units stopped."""
+        ...
+
+    def prune(self, keep: Collection[str]) -> list[str]:
+        """``cleanup``: remove what this env's runtime holds for releases outside ``keep`` (compose:
+        release images; exited containers and dangling images of this project too). Never touches
+        another project's things. Returns what it removed, one short line each."""
         ...
