@@ -33,9 +33,12 @@ class Stack:
     ports: dict[str, int]
     outputs: list[str] = field(default_factory=list)
 
+    #: Variables every CLI run of this stack gets on top of the test's environment.
+    env: dict[str, str] = field(default_factory=dict)
+
     def sf(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run the CLI in the app root (classic builder: the base images are local only)."""
-        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+        env = {**os.environ, "DOCKER_BUILDKIT": "0", **self.env}
         env.pop("STAGEFLOW_MASTER_KEY", None)
         proc = subprocess.run([str(STAGEFLOW), *args], cwd=self.root, capture_output=True, text=True, env=env,
                               timeout=timeout, stdin=subprocess.DEVNULL)

@@ -146,6 +146,9 @@ class FakeRuntime:
         self.proxy = None
         return n
 
+    def host_lock(self) -> None:
+        return None
+
 
 def _typed(rt: FakeRuntime) -> Runtime:
     return rt  # mypy checks here that the fake implements the whole protocol

@@ -951,6 +951,10 @@ http {{
         self.stop_proxy()
         return n
 
+    def host_lock(self) -> None:
+        """None: the local runtime's target is this machine, whose state database already holds the lock."""
+        return None
+
     def port_in_use(self, port: int) -> bool:
         """True when something listens on ``port`` at the listen host."""
         import socket
