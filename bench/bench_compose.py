@@ -127,6 +127,8 @@ def main() -> None:
             watcher.join(5)
             serving_s = seen.get("serving", float("nan")) - t
             assert target != previous
+            steps = ", ".join(f"{s['name']} {s['seconds']:.1f} s" for s in stack.last_deployment(ENV)["steps"]
+                              if s.get("seconds") is not None)
 
             # The same stack redeployed the plain way: the service's image replaced, `up -d`.
             releases = [r for r in docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
@@ -154,6 +156,7 @@ def main() -> None:
     print(f"| command wall time | {ours_s:.1f} s | {plain_s:.1f} s |")
     print(f"\n`rollback production`: the previous release serves after {serving_s:.1f} s (target < 10 s); "
           f"the command (watch and drain included) returns after {rollback_s:.1f} s")
+    print(f"where the rollback's time goes (journal): {steps}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -226,12 +227,29 @@ class Runner:
                       time.monotonic() - started)
 
     def call(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
-             inherit_env: bool = True, what: str | None = None) -> int:
-        """Run ``argv`` attached to this terminal (``exec``, ``logs -f``); return its exit code."""
+             inherit_env: bool = True, what: str | None = None,
+             lines: Callable[[str], str] | None = None) -> int:
+        """Run ``argv`` attached to this terminal (``exec``, ``logs -f``); return its exit code.
+
+        With ``lines``, its standard output goes through that function a line at a time on its way
+        to ours (``logs``: what the app printed is masked before it reaches the console).
+        """
         if self.log:
             self.log(f"$ {masker.mask(shlex.join(argv))}")
         try:
-            return subprocess.call(list(argv), cwd=cwd, env=self.child_env(env, inherit_env))
+            if lines is None:
+                return subprocess.call(list(argv), cwd=cwd, env=self.child_env(env, inherit_env))
+            with subprocess.Popen(list(argv), cwd=cwd, env=self.child_env(env, inherit_env),
+                                  stdout=subprocess.PIPE) as proc:
+                assert proc.stdout is not None
+                try:
+                    for raw in proc.stdout:
+                        sys.stdout.write(lines(raw.decode("utf-8", "replace")))
+                        sys.stdout.flush()
+                except BaseException:
+                    proc.terminate()  # ^C on `logs -f`, or our stdout closed: the tail goes too
+                    raise
+                return proc.wait()
         except FileNotFoundError as exc:
             raise OperationError(f"{what or argv[0]}: command not found: {argv[0]}",
                                  hint="install it or put it on PATH") from exc

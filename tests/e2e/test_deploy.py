@@ -13,6 +13,60 @@ from tests.support.app import ENVS, App
 
 pytestmark = pytest.mark.e2e
 
+#: The headers `config nginx` puts on every response; HSTS joins them over https only (RFC 6797:
+#: a browser ignores it over plain http, and sending it there would say nothing).
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; "
+                               "object-src 'none'; img-src 'self' data:",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "strict-origin-when-cross-origin",
+    "permissions-policy": "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
+                          "microphone=(), payment=(), usb=()",
+}
+HSTS = ("strict-transport-security", "max-age=63072000")
+
+
+def assert_serves_the_hardened_site(app: App) -> None:
+    """Real responses through each env's deployed nginx carry what `config nginx` writes."""
+    import httpx
+
+    from stageflow.monitor.checks.logs import scan_access_log
+
+    nginx = app.root / ".stageflow" / "nginx"
+    for env in ENVS:
+        verify = app.ssl_context(env) if env == "production" else True
+        with httpx.Client(verify=verify, timeout=5) as client:
+            expected = {**SECURITY_HEADERS, **(dict([HSTS]) if env == "production" else {})}
+            token = (nginx / env / "probe.token").read_text().strip()
+            for path, auth in (("/", None), ("/health/", None), ("/no-such-page/", None)):
+                r = client.get(app.url(env, path), auth=auth)
+                # staging is behind basic auth (its health path is not), and says so with the headers on.
+                want = 401 if env == "staging" and path != "/health/" else 404 if path == "/no-such-page/" else 200
+                assert r.status_code == want, (env, path, r.status_code)
+                for name, value in expected.items():
+                    assert r.headers.get(name) == value, (env, path, name, r.headers.get(name))
+                if env != "production":
+                    assert HSTS[0] not in r.headers, (env, path)
+                assert r.headers["server"] == "nginx"  # server_tokens off: no version
+                assert "x-stageflow-upstream" not in r.headers  # only stageflow's own probes learn it
+            probe = client.get(app.url(env), headers={"X-Stageflow-Probe": token})
+            assert probe.headers["x-stageflow-upstream"].startswith("127.0.0.1:"), probe.headers
+            if env == "staging":
+                password = (app.root / ".stageflow" / "secrets" / "basic-auth-staging.txt").read_text().strip()
+                r = client.get(app.url(env, "/"), auth=("practika", password))
+                assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+                assert client.get(app.url(env, "/"), auth=("practika", "wrong")).status_code == 401
+            if env == "production":
+                r = client.get(app.url(env, "/admin/"))  # loopback may reach admin paths: Django answers
+                assert r.status_code == 404 and r.headers["x-content-type-options"] == "nosniff"
+        # The access log keeps the format the monitor reads (request time included).
+        scan = scan_access_log((nginx / env / "access.log").read_text())
+        assert scan.requests >= 4 and len(scan.times_ms) == scan.requests, (env, scan)
+        site = (nginx / env / f"practika-{env}.conf").read_text()
+        assert f"`stageflow config nginx {env}`" in site and "limit_req_zone" in site
+        assert f"include {nginx / env}/practika-{env}.conf;" in (nginx / env / "nginx.conf").read_text()
+
 
 def test_full_promotes_one_release_and_history_has_timed_steps(practika: App) -> None:
     out = practika.sf("full")
@@ -28,6 +82,7 @@ def test_full_promotes_one_release_and_history_has_timed_steps(practika: App) ->
         assert row["commit"] and row["deployed_at"]
         code, body = practika.get(env)
         assert code == 200 and body["version"] == release
+    assert_serves_the_hardened_site(practika)
     history = json.loads(practika.sf("history", "--json").stdout)
     assert [d["env"] for d in history[:3]] == ["production", "staging", "dev"]
     for dep in history[:3]:

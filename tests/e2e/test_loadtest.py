@@ -10,61 +10,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.app import App, free_port, git, teardown_app
-
-# Holds on to 2 MB per request to /leak/: the memory gate must see the service grow.
-LEAKY = '''
-import http.server, sys
-HOARD = []
-
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path.startswith("/leak"):
-            HOARD.append(b"x" * (2 << 20))
-        body = b'{"status": "ok"}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-'''
+from tests.support.app import App, teardown_app
+from tests.support.tiny import make_tiny
 
 
 @pytest.fixture
 def leaky(tmp_path: Path) -> Iterator[App]:
+    """The tiny app under a load test of its leaking path."""
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         pytest.skip("nginx is not installed")
-    root = tmp_path / "app"
-    root.mkdir()
-    (root / "server.py").write_text(LEAKY)
-    port = free_port()
-    (root / "stageflow.yml").write_text(f"""
-project: leaky
-services:
-  web:
-    command: python3 server.py {{port}}
-    port: 8000
-    health: {{path: /health/, interval: 100ms, deadline: 10s, timeout: 2s}}
-database: {{engine: none}}
-environments:
-  staging:
-    url: http://127.0.0.1:{port}
-    app_ports: [{free_port()}, {free_port()}]
-    watch: 200ms
-    drain: 1s
-    skip_checks: [config]
-nginx: {{enabled: "on"}}
-loadtest: {{rate: 25, duration: 3s, paths: [/leak/], concurrency: 5}}
-gates: {{memory_growth_mb: 40}}
-""")
-    (root / ".gitignore").write_text(".stageflow/\nlogs/\n.env.*\n")
-    git(root, "init", "-q")
-    app = App(root, {"staging": port})
-    app.commit("leaky app")
+    app = make_tiny(tmp_path, watch="200ms", drain="1s", extra=(
+        "loadtest: {rate: 25, duration: 3s, paths: [/leak/], concurrency: 5}\n"
+        "gates: {memory_growth_mb: 40}\n"))
     yield app
     teardown_app(app)
 

@@ -38,6 +38,16 @@ def test_exec_logs_and_rolling_restart(practika: App) -> None:
     logs = practika.sf("logs", "dev", "backend", "-n", "50")
     assert f"--- {before['release']} starting as" in logs.stdout
     assert practika.sf("logs", "dev", "--since", "10m", check=False).returncode == 1  # one clear line
+    # What the app printed reaches the console masked and with its control characters shown.
+    secret = next(line.split("=", 1)[1].strip().strip("'\"") for line in (practika.root / ".env.dev").read_text()
+                  .splitlines() if line.startswith("SECRET_KEY="))
+    log = max((practika.root / ".stageflow" / "run" / "dev" / "logs").glob("backend-*.log"),
+              key=lambda p: p.stat().st_mtime)
+    with log.open("a") as fh:
+        fh.write(f"settings dump: SECRET_KEY={secret} \x1b]2;owned\x07\n")
+    shown = practika.sf("logs", "dev", "backend", "-n", "3")
+    assert "settings dump: SECRET_KEY=" in shown.stdout and "\\x1b]2;owned\\x07" in shown.stdout
+    assert secret not in shown.stdout and "\x1b" not in shown.stdout
     assert practika.sf("logs", "dev", "nope", check=False).returncode == 2
 
     # restart: new processes beside the old, gate, cutover, drain; no request fails.

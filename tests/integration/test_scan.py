@@ -256,3 +256,12 @@ def test_ruff_noqa_for_the_same_check_accepts_a_bandit_finding(tmp_path: Path) -
     b602 = {f.location: f.accepted for f in report.findings if f.rule == "B602"}
     assert b602 == {"tasks.py:2": "# noqa: S602 at line 2 (reviewed in the code)", "tasks.py:3": None}
     assert report.failed  # the unreviewed one is high
+
+
+def test_the_table_shows_control_characters_of_repository_paths_escaped(tmp_path: Path) -> None:
+    require("bandit")
+    (tmp_path / "x\x1b[2Jy.py").write_text("import subprocess\n")
+    proc = scan(tmp_path, "--root", str(tmp_path), "--only", "bandit", "--fail-on", "critical")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "x\\x1b[2Jy.py:1" in proc.stdout
+    assert "\x1b" not in proc.stdout + proc.stderr

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class Stack:
     project: str
     ports: dict[str, int]
     outputs: list[str] = field(default_factory=list)
+    #: Extra environment of every CLI run (e.g. STAGEFLOW_MASTER_KEY for encrypted env files).
+    env: dict[str, str] = field(default_factory=dict)
 
     #: Variables every CLI run of this stack gets on top of the test's environment.
     env: dict[str, str] = field(default_factory=dict)
@@ -40,6 +43,7 @@ class Stack:
         """Run the CLI in the app root (classic builder: the base images are local only)."""
         env = {**os.environ, "DOCKER_BUILDKIT": "0", **self.env}
         env.pop("STAGEFLOW_MASTER_KEY", None)
+        env.update(self.env)
         proc = subprocess.run([str(STAGEFLOW), *args], cwd=self.root, capture_output=True, text=True, env=env,
                               timeout=timeout, stdin=subprocess.DEVNULL)
         self.outputs += [proc.stdout, proc.stderr]
@@ -85,8 +89,14 @@ class Stack:
             docker("image", "rm", "-f", *images, timeout=120)
 
 
-def make_stack(base: Path, images: DockerImages, envs: tuple[str, ...] = ("staging", "production")) -> Stack:
-    """Copy the example into ``base/practika`` on the compose runtime, generate, commit."""
+def make_stack(base: Path, images: DockerImages, envs: tuple[str, ...] = ("staging", "production"), *,
+               tweak: Callable[[dict[str, Any]], None] | None = None, env: dict[str, str] | None = None,
+               generate: tuple[str, ...] = ()) -> Stack:
+    """Copy the example into ``base/practika`` on the compose runtime, generate, commit.
+
+    ``tweak`` edits the stageflow.yml data before it is written; ``env`` goes to every CLI run;
+    ``generate`` are extra arguments of ``config generate`` (e.g. ``--encrypt``).
+    """
     root = base / "practika"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "staticfiles", "data"))
     project = f"pk{uuid.uuid4().hex[:8]}"
@@ -106,16 +116,18 @@ def make_stack(base: Path, images: DockerImages, envs: tuple[str, ...] = ("stagi
         for env in envs
     }
     data["promotion"] = list(envs)
+    if tweak is not None:
+        tweak(data)
     (root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     # The upstream is runtime state (a cutover rewrites it); everything else generated is committed.
     with open(root / ".gitignore", "a") as fh:
         fh.write("deploy/nginx/*/upstream-*.conf\n")
     git(root, "init", "-q")
-    stack = Stack(root, project, ports)
-    for env in envs:
+    stack = Stack(root, project, ports, env=dict(env or {}))
+    for name in envs:
         # What the configuration manager writes for a compose environment.
-        stack.sf("config", "generate", env)
-        stack.sf("config", "compose", env)
-        stack.sf("config", "nginx", env)
+        stack.sf("config", "generate", name, *generate)
+        stack.sf("config", "compose", name)
+        stack.sf("config", "nginx", name)
     stack.commit("Practika on compose")
     return stack

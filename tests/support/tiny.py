@@ -1,7 +1,8 @@
 """A tiny real HTTP app for fast e2e deploys: no requirements file, so no virtualenv to build.
 
 It answers every GET with the release it runs (``APP_VERSION``). A release carrying a ``flip`` file
-answers 200 at first and 503 from 1.5 s after it started. Its optional release command
+answers 200 at first and 503 from 1.5 s after it started. Each request to ``/leak/`` holds on to
+2 MB more, so a memory gate can see the service grow. Its optional release command
 (``migrate.py``) logs when it starts and ends, and takes ``MIGRATION_SECONDS``.
 """
 
@@ -15,9 +16,12 @@ SERVER = '''
 import http.server, os, sys, time
 START = time.monotonic()
 FLIP = os.path.exists("flip")
+HOARD = []
 
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path.startswith("/leak"):
+            HOARD.append(b"x" * (2 << 20))
         bad = FLIP and time.monotonic() - START > 1.5
         body = (b'{"status": "error"}' if bad else b'{"status": "ok", "version": "%s"}'
                 % os.environ["APP_VERSION"].encode())
@@ -44,8 +48,9 @@ with open(log, "a") as f:
 '''
 
 
-def make_tiny(tmp_path: Path, *, watch: str, drain: str, release: bool = False) -> App:
-    """A committed tiny app with one ``staging`` env behind nginx (``release``: the slow migration)."""
+def make_tiny(tmp_path: Path, *, watch: str, drain: str, release: bool = False, extra: str = "") -> App:
+    """A committed tiny app with one ``staging`` env behind nginx (``release``: the slow migration;
+    ``extra``: more top-level ``stageflow.yml`` lines)."""
     root = tmp_path / "app"
     root.mkdir()
     (root / "server.py").write_text(SERVER)
@@ -70,7 +75,7 @@ environments:
     skip_checks: [config]
     variables: {{MIGRATION_LOG: "{log}", MIGRATION_SECONDS: "${{MIGRATION_SECONDS:-0}}"}}
 nginx: {{enabled: "on"}}
-""")
+{extra}""")
     (root / ".gitignore").write_text(".stageflow/\nlogs/\n.env.*\n")
     git(root, "init", "-q")
     app = App(root, {"staging": port})

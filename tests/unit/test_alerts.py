@@ -231,14 +231,14 @@ def test_500_then_200_delivers_each_message_once(state: MonitorState, receiver: 
         queue(state, f"a{i}", clock.now)
     receiver.answer(500, 500, 500, 500)
     drain(state, receiver, clock)  # a0 500, a1 500, a2 500
-    assert [r["status"] for r in state.outbox()] == ["pending"] * 3
+    assert [r.status for r in state.outbox()] == ["pending"] * 3
     clock.now += 1.5
     drain(state, receiver, clock)  # a0 500 again, a1, a2 ok
     clock.now += 2.5
     drain(state, receiver, clock)
     assert sorted(b["fingerprint"] for b in receiver.delivered()) == ["a0", "a1", "a2"]
-    assert [r["status"] for r in state.outbox()] == ["delivered"] * 3
-    results = [a["result"] for a in state.attempts()]
+    assert [r.status for r in state.outbox()] == ["delivered"] * 3
+    results = [a.result for a in state.attempts()]
     assert results.count("retry") == 4 and results.count("ok") == 3
 
 
@@ -248,7 +248,7 @@ def test_429_waits_for_retry_after(state: MonitorState, receiver: Receiver) -> N
     receiver.answer((429, {"Retry-After": "30"}))
     drain(state, receiver, clock)
     row = state.outbox()[0]
-    assert row["status"] == "pending" and row["due_at"] >= clock.now + 29
+    assert row.status == "pending" and row.due_at >= clock.now + 29
     clock.now += 10
     drain(state, receiver, clock)
     assert len(receiver.received) == 1  # not before Retry-After
@@ -265,7 +265,7 @@ def test_404_is_a_configuration_error_not_retried(state: MonitorState, receiver:
     assert "alerts.webhooks[0].url: webhook:0 answered HTTP 404: the URL is wrong or was revoked" in str(report)
     clock.now += 1000
     drain(state, receiver, clock)
-    assert len(receiver.received) == 1 and state.outbox()[0]["status"] == "failed"
+    assert len(receiver.received) == 1 and state.outbox()[0].status == "failed"
 
 
 def test_a_burst_becomes_one_digest_and_sends_are_paced(state: MonitorState, receiver: Receiver) -> None:
@@ -361,7 +361,7 @@ def test_damaged_outbox_rows_are_set_aside(state: MonitorState, receiver: Receiv
                          (clock.now, clock.now))
     drain(state, receiver, clock)
     assert [b["fingerprint"] for b in receiver.delivered()] == ["good"]
-    assert [(r["dedup_key"], r["status"]) for r in state.outbox()] == [
+    assert [(r.dedup_key, r.status) for r in state.outbox()] == [
         ("good", "delivered"), ("bad1", "failed"), ("bad2", "failed")]
 
 

@@ -111,7 +111,10 @@ def test_env_file_volumes_images_and_build(project: tuple[Path, ProjectConfig]) 
     test = services["db"]["healthcheck"]["test"]
     assert test[:4] == ["CMD", "pg_isready", "-h", "127.0.0.1"]
     assert "redis-cli ping" in services["redis"]["healthcheck"]["test"][1]
-    assert "http://127.0.0.1:8000/health/" in services["backend"]["healthcheck"]["test"][3]
+    web_check = services["backend"]["healthcheck"]
+    assert web_check["test"][:5] == ["CMD", "python", "-I", "-S", "-c"]
+    assert "('127.0.0.1', 8000)" in web_check["test"][5] and "GET /health/ HTTP/1.0" in web_check["test"][5]
+    assert web_check["interval"] == "2s"  # Docker's first check, which a cutover waits for
 
 
 def test_staging_proxy_is_published_on_loopback_only(project: tuple[Path, ProjectConfig]) -> None:
@@ -166,6 +169,42 @@ def test_hot_reload_overrides_the_environment_name(tmp_path: Path) -> None:
     assert staging["backend"]["volumes"][0] == ".:/app" and "nginx" not in staging
     dev = build_compose(config, "dev", root=root)["services"]
     assert not dev["backend"]["volumes"][0].startswith(".:") and "nginx" in dev
+
+
+def test_web_healthcheck_compares_the_status_with_expect(tmp_path: Path) -> None:
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    from stageflow.config.models import HealthCheck, Service
+    from stageflow.generate.compose import _web_healthcheck
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/health/" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    def check(path: str, expect: int, at: int = port) -> int:
+        svc = Service(command="app {port}", port=at, health=HealthCheck(path=path, expect=expect, timeout=2))
+        return subprocess.run([sys.executable, *_web_healthcheck(svc)["test"][2:]], timeout=10).returncode
+
+    try:
+        assert check("/health/", 200) == 0
+        assert check("/broken/", 200) == 1
+        assert check("/broken/", 503) == 0  # a non-200 `expect` works too
+        server.shutdown()
+        server.server_close()
+        assert check("/health/", 200) == 1  # refused
+    finally:
+        server.server_close()
 
 
 def test_custom_service_healthcheck(tmp_path: Path) -> None:

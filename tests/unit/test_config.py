@@ -83,6 +83,16 @@ def test_unknown_key_and_bad_values(tmp_path: Path) -> None:
         load_project(write(tmp_path, "project: x\nservices:\n  - : [\n"))
 
 
+def test_batch_size_is_checked_against_replicas(tmp_path: Path) -> None:
+    batched = BASE.replace('dev: {url:', 'dev: {replicas: 3, batch_size: 2, url:')
+    assert load_project(write(tmp_path, batched)).environments["dev"].batch == 2
+    assert load_project(write(tmp_path)).environments["dev"].batch == 1  # one at a time by default
+    with pytest.raises(ConfigError, match=r"environments\.dev: batch_size 4 is more than replicas \(3\)"):
+        load_project(write(tmp_path, batched.replace("batch_size: 2", "batch_size: 4")))
+    with pytest.raises(ConfigError, match=r"environments\.dev\.batch_size: .*greater than or equal to 1"):
+        load_project(write(tmp_path, batched.replace("batch_size: 2", "batch_size: 0")))
+
+
 def test_env_names_validated(tmp_path: Path) -> None:
     root = write(tmp_path, dev='POSTGRES_PASSWORD="p"\n')
     with pytest.raises(UsageError, match="invalid environment name"):

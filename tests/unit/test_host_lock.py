@@ -116,7 +116,7 @@ def test_a_holder_elsewhere_whose_lease_expired_is_taken_over(store: Store) -> N
 
 def test_a_damaged_record_is_stale_not_a_crash(store: Store) -> None:
     target = MemoryHostLock()
-    target.record = (replace(_holder(), heartbeat_at="not a time"), "junk")
+    target.record = (replace(_holder(), damaged="pid is not a process id"), "junk")
     with EnvLock(store, "staging", "alice", "x", host_lock=target):
         assert target.record is not None and target.record[0].owner == "alice"
 

@@ -7,6 +7,7 @@ architecture page), not an accident.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "stageflow"
@@ -87,3 +88,49 @@ def test_argv_builders_run_nothing() -> None:
     imports = {mod: names for mod, names in _imports().items() if mod.startswith("commands/")}
     assert imports
     assert {m: sorted(n) for m, n in imports.items() if n - {"errors", "masking"}} == {}
+
+
+#: The state store's tables (deploy side and monitor side): SQL naming one belongs in state/.
+_STATE_TABLES = ("releases", "deployments", "steps", "events", "locks", "env_state", "backups", "alerts",
+                 "alert_history", "outbox", "send_attempts", "samples", "samples_hourly", "log_cursors",
+                 "monitor_leader", "monitor_meta")
+_STATE_SQL = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE|JOIN)\s+(?:" + "|".join(_STATE_TABLES) + r")\b", re.I)
+
+
+def _state_access(tree: ast.AST) -> list[str]:
+    """What in a module reaches the state database itself: sqlite3, a store's connection, state SQL."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "sqlite3" for a in node.names):
+            found.append(f"line {node.lineno}: import sqlite3")
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlite3":
+            found.append(f"line {node.lineno}: from sqlite3")
+        elif isinstance(node, ast.Attribute) and node.attr == "db":
+            found.append(f"line {node.lineno}: .db (the store's connection)")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _STATE_SQL.search(node.value):
+            found.append(f"line {node.lineno}: SQL on a state table")
+    return found
+
+
+def test_no_sql_on_the_state_outside_state() -> None:
+    # deploy/backup.py backs up, restores and verifies the *app's* SQLite database (engine: sqlite) with
+    # the sqlite3 module, as it runs pg_dump/psql for PostgreSQL: a database backend, never state.db.
+    app_database = {"deploy/backup.py": ["import sqlite3"]}
+    bad = {}
+    for path in sorted(PKG.rglob("*.py")):
+        rel = str(path.relative_to(PKG))
+        if rel.startswith("state/"):
+            continue
+        found = [f for f in _state_access(ast.parse(path.read_text()))
+                 if not any(f.endswith(ok) for ok in app_database.get(rel, []))]
+        if found:
+            bad[rel] = found
+    assert bad == {}
+
+
+def test_the_state_access_check_sees_what_it_looks_for() -> None:
+    # The check above must be able to fail: it finds the store's own SQL, and a caller's query.
+    assert _state_access(ast.parse((PKG / "state" / "store.py").read_text()))
+    caller = "import sqlite3\nrow = ws.store.db.execute('SELECT * FROM deployments WHERE id=?', (1,))\n"
+    assert sorted(f.split(": ", 1)[1] for f in _state_access(ast.parse(caller))) == [
+        ".db (the store's connection)", "SQL on a state table", "import sqlite3"]

@@ -385,3 +385,115 @@ def test_cli_nginx_all_and_bad_names(project: tuple[Path, ProjectConfig]) -> Non
     assert isinstance(bad.exception, UsageError)
     both = CliRunner().invoke(cli(), ["nginx", "prod", "--all", "--root", str(root)])
     assert isinstance(both.exception, UsageError)
+
+
+# ---------------------------------------------------------------- the local runtime's private proxy
+
+#: What a private proxy changes; everything else is `config nginx`'s own resolution of the settings.
+LOCAL_BITS = {"tls", "http_port", "https_port", "public_https_port", "include_dir", "cert", "key", "chain",
+              "listen_address", "listen_ipv6", "static_root", "media_root", "http_redirect", "probe_header"}
+
+
+def private(root: Path, env: str) -> Any:
+    from stageflow.generate.nginx import PrivateProxy
+
+    d = root / ".stageflow" / "nginx" / env
+    return PrivateProxy(d, "127.0.0.1", root / "cert.pem", root / "key.pem")
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "production"])
+def test_a_private_proxy_serves_the_site_config_nginx_writes(project: tuple[Path, ProjectConfig], env: str) -> None:
+    root, config = project
+    public = site_options(config, env, root=root)
+    served = site_options(config, env, root=root, private=private(root, env))
+    changed = {f for f in public.__dataclass_fields__ if getattr(public, f) != getattr(served, f)}
+    assert changed <= LOCAL_BITS, changed - LOCAL_BITS
+    assert served.include_dir == str(root / ".stageflow" / "nginx" / env)
+    assert (served.http_port, served.main_port) == (config.environments[env].url_port,) * 2
+    assert served.listen_address == "127.0.0.1" and served.probe_header and not served.http_redirect
+    # One renderer: the served text is `config nginx`'s text with the local bits put in.
+    like = dataclasses.replace(public, **{f: getattr(served, f) for f in LOCAL_BITS})
+    assert render_site(served, ["127.0.0.1:9"]) == render_site(like, ["127.0.0.1:9"])
+    text = site_text(served)
+    assert "X-Stageflow-Upstream $stageflow_upstream" in text and "listen 127.0.0.1:" in text
+    assert "return 301" not in text  # one port: no plain-HTTP redirect server
+    headers = render_site(served, ["x:1"])[HEADERS_SNIPPET]
+    assert headers == render_site(dataclasses.replace(public, tls=served.tls), ["x:1"])[HEADERS_SNIPPET]
+    assert ("Strict-Transport-Security" in headers) == (env == "production")
+
+
+def test_a_private_proxy_binds_ipv6_in_brackets_and_refuses_what_nginx_cannot_take(tmp_path: Path) -> None:
+    from stageflow.generate.nginx import PrivateProxy
+
+    root = write_with_proxy(tmp_path / "app", "dev", {})
+    config = load_project(root)
+    opts = site_options(config, "dev", root=root, private=PrivateProxy(root / "n", "::1"))
+    assert "listen [::1]:8001;" in site_text(opts)
+    with pytest.raises(ConfigError, match="the app's path holds characters"):
+        site_options(config, "dev", root=root, private=PrivateProxy(Path("/srv/my app/n"), "127.0.0.1"))
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE"):
+        site_options(config, "production", root=root,
+                     private=PrivateProxy(root / "n", "127.0.0.1", Path("/x/c{ert.pem"), root / "k.pem"))
+    root = write_with_proxy(tmp_path / "b", "production", {"tls": False})
+    with pytest.raises(ConfigError, match=r"environments\.production\.proxy\.tls: is false but the URL is https"):
+        site_options(load_project(root), "production", root=root, private=private(root, "production"))
+
+
+def test_rate_limits_are_per_environment_settings(tmp_path: Path) -> None:
+    root = write_with_proxy(tmp_path / "app", "staging",
+                            {"api_rate": "500r/s", "api_burst": 1000, "login_rate": "30r/m", "login_burst": 0})
+    text = site_text(site_options(load_project(root), "staging", root=root))
+    assert "rate=500r/s;" in text and "rate=30r/m;" in text
+    assert "burst=1000 nodelay" in text and "burst=0 nodelay" in text
+    for bad in ("fast", "10r/h", "0r/s", "10r/s; allow all"):
+        root = write_with_proxy(tmp_path / f"bad{len(bad)}", "staging", {"api_rate": bad})
+        with pytest.raises(ConfigError, match=r"environments\.staging\.proxy\.api_rate: .* is not a request rate"):
+            site_options(load_project(root), "staging", root=root)
+
+
+def test_the_private_main_config_includes_the_site_and_logs_what_the_monitor_reads(tmp_path: Path) -> None:
+    from stageflow.generate.nginx import render_main
+    from stageflow.monitor.checks.logs import scan_access_log
+
+    root = write_with_proxy(tmp_path / "app", "dev", {})
+    opts = site_options(load_project(root), "dev", root=root, private=private(root, "dev"))
+    token = "0123456789abcdef" * 2
+    main = render_main(opts, probe_token=token, worker=("nobody", "nogroup"))
+    d = opts.include_dir
+    assert f"include {d}/practika-dev.conf;" in main and f"pid {d}/nginx.pid;" in main
+    assert "user nobody nogroup;" in main and f'"{token}" $upstream_addr;' in main
+    assert "rt=$request_time" in main and f"access_log {d}/access.log stageflow;" in main
+    line = ('127.0.0.1 - - [01/Dec/2026:10:00:00 +0000] "GET /x/ HTTP/1.1" 502 12 "-" "curl/8" rt=0.250')
+    scan = scan_access_log(line + "\n")
+    assert scan.requests == 1 and scan.errors_5xx == 1 and scan.times_ms == [250.0]
+    assert "\nuser " not in render_main(opts, probe_token=token)
+    from stageflow.errors import OperationError
+
+    for damaged in ("x" * 32, token + "\n", token[:-1] + '"'):
+        with pytest.raises(OperationError, match="probe token is damaged"):
+            render_main(opts, probe_token=damaged)
+
+
+def test_the_local_runtime_writes_exactly_what_the_renderer_renders(tmp_path: Path) -> None:
+    """`config nginx` and a local deploy share site_options + render_site; the runtime adds nginx.conf only."""
+    from stageflow.config.loader import load_env_context
+    from stageflow.generate.nginx import PrivateProxy
+    from stageflow.runner import Runner
+    from stageflow.runtimes.local import LocalRuntime
+
+    root = write_with_proxy(tmp_path / "app", "staging", {"api_rate": "50r/s"})
+    ctx = load_env_context(root, "staging", {})
+    rt = LocalRuntime(ctx, Runner())
+    rt._write_proxy_config(18002)
+    opts = site_options(ctx.config, "staging", root=root, nginx_version=rt._nginx_version(),
+                        private=PrivateProxy(rt.nginx_dir, "127.0.0.1"))
+    expected = render_site(opts, ["127.0.0.1:18002"])
+    written = {p.name: p.read_text() for p in rt.nginx_dir.iterdir() if p.is_file()}
+    assert set(written) == {*expected, "nginx.conf", "htpasswd", "probe.token"}  # staging: basic auth on
+    assert {name: written[name] for name in expected} == expected
+    assert "rate=50r/s" in written["practika-staging.conf"]
+    for name in expected:
+        assert stat.S_IMODE((rt.nginx_dir / name).stat().st_mode) == 0o600
+    # The password is the one `config nginx staging` uses: one per environment, 0600, never printed.
+    assert verify_sha512_crypt(password_path(root, "staging").read_text().strip(),
+                               written["htpasswd"].split(":", 1)[1].strip())

@@ -7,7 +7,7 @@ milliseconds. The same pipeline drives the local and compose runtimes in tests/e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -149,6 +149,9 @@ class FakeRuntime:
     def host_lock(self) -> None:
         return None
 
+    def prune(self, keep: Collection[str]) -> list[str]:
+        return []
+
 
 def _typed(rt: FakeRuntime) -> Runtime:
     return rt  # mypy checks here that the fake implements the whole protocol
@@ -186,7 +189,7 @@ def _deploy(ws: Workspace, rt: FakeRuntime, release: str, kind: str = "deploy") 
 
 def _steps(ws: Workspace) -> list[tuple[str, str]]:
     dep = ws.store.deployments("dev", limit=1)[0]
-    return [(s["name"], s["outcome"]) for s in ws.store.steps(dep["id"])]
+    return [(s.name, s.outcome) for s in ws.store.steps(dep.id)]
 
 
 def test_every_accepted_runtime_value_is_registered() -> None:
@@ -234,7 +237,7 @@ def test_failure_before_cutover_keeps_the_old_release_serving(ws: Workspace) -> 
     assert "cutover" not in [n for n, _ in steps]
     st = ws.store.env_state("dev")
     assert st.current_release == "r1"
-    assert ws.store.deployments("dev", limit=1)[0]["outcome"] == "failed"
+    assert ws.store.deployments("dev", limit=1)[0].outcome == "failed"
 
 
 def test_failing_migration_starts_nothing(ws: Workspace) -> None:

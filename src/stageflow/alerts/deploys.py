@@ -27,19 +27,18 @@ def event_name(kind: str, outcome: str) -> str:
 
 def deploy_fields(ws: Workspace, ctx: EnvContext, dep_id: int) -> dict[str, Any]:
     """What the payload says about one deployment, read from its record."""
-    row = ws.store.db.execute("SELECT * FROM deployments WHERE id=?", (dep_id,)).fetchone()
-    if row is None:
+    dep = ws.store.deployment(dep_id)
+    if dep is None:
         return {}
-    release = ws.store.release(row["release_id"]) if row["release_id"] else None
+    release = ws.store.release(dep.release_id) if dep.release_id else None
     duration = None
-    if row["finished_at"]:
-        duration = (datetime.fromisoformat(row["finished_at"]) - datetime.fromisoformat(row["started_at"])
-                    ).total_seconds()
+    if dep.finished_at:
+        duration = (datetime.fromisoformat(dep.finished_at) - datetime.fromisoformat(dep.started_at)).total_seconds()
     return {
-        "status": event_name(row["kind"], row["outcome"]), "environment": ctx.name, "release": row["release_id"],
-        "commit": release["commit_sha"] if release else None, "actor": row["actor"], "duration": duration,
-        "outcome": row["outcome"], "kind": row["kind"], "deployment": dep_id, "previous": row["previous_release_id"],
-        "error": row["error"], "url": ctx.env.url,
+        "status": event_name(dep.kind, dep.outcome), "environment": ctx.name, "release": dep.release_id,
+        "commit": release.commit_sha if release else None, "actor": dep.actor, "duration": duration,
+        "outcome": dep.outcome, "kind": dep.kind, "deployment": dep_id, "previous": dep.previous_release_id,
+        "error": dep.error, "url": ctx.env.url,
     }
 
 

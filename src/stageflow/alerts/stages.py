@@ -92,8 +92,7 @@ class Dedup:
         """Keep notices never queued."""
         out = []
         for n in notices:
-            seen = self.state.db.execute("SELECT 1 FROM outbox WHERE dedup_key=? LIMIT 1", (n.dedup_key,)).fetchone()
-            if seen:
+            if self.state.queued(n.dedup_key):
                 self.record(n, "duplicate", n.dedup_key)
             else:
                 out.append(n)

@@ -248,14 +248,14 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
     from stageflow.config.loader import load_project, resolve_env_name
     from stageflow.deploy.lock import deployment_outcome
     from stageflow.masking import printable
-    from stageflow.state.store import dumps, row_dict
+    from stageflow.state.store import dumps
     from stageflow.workspace import Workspace
 
     ws = Workspace(project_root(root), readonly=True)
     try:
         name = resolve_env_name(load_project(ws.root), env) if env else None
         if audit:
-            events = [row_dict(e) for e in ws.store.events(name, limit)]
+            events = [e.to_json() for e in ws.store.events(name, limit)]
             if as_json:
                 sys.stdout.write(dumps(events) + "\n")
             for e in [] if as_json else events:
@@ -264,14 +264,14 @@ def history_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: Ro
             return
         deps: list[dict[str, Any]] = []
         marked: dict[str, set[str]] = {}
-        for row in ws.store.deployments(name, limit):
-            item = row_dict(row)
+        for dep in ws.store.deployments(name, limit):
+            item = dep.to_json()
             # A killed deploy is `running` in the record until the next command: show what it is.
-            item["outcome"], item["error"] = deployment_outcome(ws.store, row)
-            if row["env"] not in marked:
-                marked[row["env"]] = ws.store.rolled_back_from(row["env"])
-            item["rolled_back"] = row["release_id"] in marked[row["env"]]
-            item["steps"] = [row_dict(s) for s in ws.store.steps(row["id"])]
+            item["outcome"], item["error"] = deployment_outcome(ws.store, dep)
+            if dep.env not in marked:
+                marked[dep.env] = ws.store.rolled_back_from(dep.env)
+            item["rolled_back"] = dep.release_id in marked[dep.env]
+            item["steps"] = [s.to_json() for s in ws.store.steps(dep.id)]
             deps.append(item)
     finally:
         ws.close()
@@ -534,8 +534,9 @@ def run() -> None:
         sys.exit(130)
     except Exception as exc:
         from stageflow.masking import shown
+        from stageflow.state.store import database_error
 
-        if type(exc).__module__ == "sqlite3":
+        if database_error(exc):
             # A damaged or foreign .stageflow/state.db: name the file, never a traceback.
             err_console().print(f"error: .stageflow/state.db: {shown(str(exc))} (the state database is damaged: "
                                 "move it aside and stageflow starts a new one)", markup=False)

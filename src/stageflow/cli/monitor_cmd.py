@@ -19,9 +19,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _warn(message: str) -> None:
-    from stageflow.masking import masker
+    from stageflow.masking import shown
 
-    err_console().print(f"warning: {masker.mask(message)}", markup=False)
+    err_console().print(f"warning: {shown(message)}", markup=False)
 
 
 def _open(root: Path | None, envs: list[str] | None) -> tuple[Workspace, Monitor]:
@@ -43,7 +43,7 @@ def _fmt(value: float | None, unit: str) -> str:
 
 
 def _print_cycle(cycle: Cycle, as_json: bool) -> None:
-    from stageflow.masking import masker
+    from stageflow.masking import masker, shown
 
     if as_json:
         import json
@@ -59,7 +59,8 @@ def _print_cycle(cycle: Cycle, as_json: bool) -> None:
             table.append((o.env, o.check, o.target, o.severity.upper() if o.severity != "ok" else "ok",
                           _fmt(o.value, o.unit), _fmt(o.threshold, o.unit) if o.threshold is not None else "-",
                           o.summary + (f" — {o.hint}" if o.hint else "")))
-        sys.stdout.write(masker.mask(columns(table)))
+        # What the app answered or logged reaches the terminal: control sequences are shown, not obeyed.
+        sys.stdout.write(shown(columns(table)))
     if cycle.critical:
         raise typer.Exit(1)
 
@@ -100,9 +101,9 @@ def continuous_cmd(
     from stageflow.monitor.service import continuous
 
     def echo(line: str) -> None:
-        from stageflow.masking import masker
+        from stageflow.masking import shown
 
-        sys.stdout.write(masker.mask(line) + "\n")
+        sys.stdout.write(shown(line) + "\n")
         sys.stdout.flush()
 
     ws, monitor = _open(root, None)
@@ -123,7 +124,7 @@ def report_cmd(
     """Uptime, incidents, breaches, slowest endpoints, error kinds and the trend, for ENV."""
     from stageflow.config.durations import parse_duration
     from stageflow.errors import UsageError
-    from stageflow.masking import masker
+    from stageflow.masking import masker, printable
     from stageflow.monitor.report import build_report, render
 
     if fmt not in ("md", "html", "json"):
@@ -138,7 +139,7 @@ def report_cmd(
     finally:
         ws.close()
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(text if fmt == "json" else printable(text))
         return
     from stageflow.fsutil import write_file
 
@@ -150,7 +151,7 @@ def report_cmd(
 @monitor_app.command("alerts")
 def alerts_cmd(root: RootOpt = None, as_json: JsonOpt = False) -> None:
     """Active alerts, the last 24 h by severity, the noisiest checks, undelivered messages."""
-    from stageflow.masking import masker
+    from stageflow.masking import masker, shown
     from stageflow.monitor.service import alerts_summary
     from stageflow.state.store import dumps
 
@@ -183,4 +184,4 @@ def alerts_cmd(root: RootOpt = None, as_json: JsonOpt = False) -> None:
     if box["pending"] or box["failed"]:
         out.append(f"outbox: {box['pending']} pending, {len(box['failed'])} failed"
                    + "".join(f"\n  #{f['id']} {f['notifier']}: {f['error']}" for f in box["failed"][:5]) + "\n")
-    sys.stdout.write(masker.mask("".join(out)))
+    sys.stdout.write(shown("".join(out)))

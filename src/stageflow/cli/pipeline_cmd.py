@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from stageflow.cli.common import RootOpt
+from stageflow.masking import printable
 
 ci_app = typer.Typer(help="CI/CD pipeline generation (GitHub Actions).", no_args_is_help=True, rich_markup_mode=None)
 
@@ -27,9 +28,9 @@ def register(app: typer.Typer) -> None:
 
 def _say(text: str) -> None:
     from stageflow.cli.common import console
-    from stageflow.masking import masker
+    from stageflow.masking import shown
 
-    console().print(masker.mask(text), markup=False, highlight=False)
+    console().print(shown(text), markup=False, highlight=False)
 
 
 def _root_or_cwd(root: Path | None) -> Path:
@@ -84,22 +85,36 @@ def ci_generate_command(
     stdout: Annotated[bool, typer.Option("--stdout", help="Print the workflow instead of writing files.")] = False,
 ) -> None:
     """Write .github/workflows/ci-cd.yml (eight gated stages) and the k6 script it runs."""
-    from stageflow.cli.common import project_root
+    from stageflow.cli.common import err_console, project_root
     from stageflow.config.loader import load_project
     from stageflow.generate.k6 import render_k6
     from stageflow.generate.workflow import K6_PATH, STAGES, WORKFLOW_PATH, WorkflowOptions, render_workflow
 
     app_root = project_root(root)
     config = load_project(app_root)
-    chosen = tuple(s.strip() for s in stages.split(",") if s.strip()) if stages is not None else STAGES
     envs = config.environments
+    # The deploy stages deploy the staging and production environments (settings, not names).
+    staging, production = config.staging_env, config.production_env
+    targets = {"deploy-staging": staging, "deploy-production": production}
+    if stages is not None:
+        chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    else:
+        chosen = tuple(s for s in STAGES if s not in targets or targets[s] is not None)
+        for stage in (s for s in STAGES if s not in chosen):
+            flag = stage.removeprefix("deploy-")
+            # stderr: with --stdout the workflow itself is stdout.
+            err_console().print(f"{stage} left out: no environment is {flag}-grade "
+                                f"(environments.<env>.{flag}: true)", markup=False)
+
+    def url(env: str | None) -> str:
+        return envs[env].url if env is not None and "${" not in envs[env].url else ""
+
     opts = WorkflowOptions(
         stages=tuple(s for s in STAGES if s in chosen) + tuple(s for s in chosen if s not in STAGES),
         python=python, branches=tuple(branch or ("main",)), pin=not no_pin,
         coverage=config.gates.coverage if min_coverage is None else min_coverage,
         stageflow_spec=stageflow_spec, django=(app_root / "manage.py").is_file(),
-        staging_url=envs["staging"].url if "staging" in envs and "${" not in envs["staging"].url else "",
-        production_url=envs["production"].url if "production" in envs and "${" not in envs["production"].url else "",
+        staging_env=staging, staging_url=url(staging), production_env=production, production_url=url(production),
     )
     workflow = render_workflow(opts)
     k6_url = opts.staging_url or next(iter(envs.values())).url
@@ -156,7 +171,8 @@ def scan_command(
         except OSError as exc:
             raise UsageError(f"--output: cannot write {saved}: {exc.strerror}") from exc
     text = {"json": render_json, "sarif": render_sarif, "table": render_table}[fmt](report)
-    sys.stdout.write(text)
+    # A table quotes the repository (paths, tools' messages): its control characters are shown, not obeyed.
+    sys.stdout.write(printable(text) if fmt == "table" else text)
     if report.failed:
         raise OperationError("scan failed: " + "; ".join(_why(report)))
 
@@ -164,7 +180,7 @@ def scan_command(
 def _err(text: str) -> None:
     from stageflow.cli.common import err_console
 
-    err_console().print(text, markup=False, highlight=False)
+    err_console().print(printable(text), markup=False, highlight=False)
 
 
 def _why(report: object) -> list[str]:
@@ -263,8 +279,8 @@ def gate_command(
     else:
         from stageflow.cli.common import columns
 
-        sys.stdout.write(columns([("GATE", "RESULT", "FIGURE"),
-                                  *((r.name, r.status.upper(), r.detail) for r in results)]))
+        sys.stdout.write(printable(columns([("GATE", "RESULT", "FIGURE"),
+                                            *((r.name, r.status.upper(), r.detail) for r in results)])))
     failed = [r.name for r in results if r.status == "fail"]
     if failed:
         raise OperationError(f"gate failed: {', '.join(failed)}")

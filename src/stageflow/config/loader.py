@@ -158,7 +158,9 @@ def _validate(path: Path, data: dict[str, Any]) -> ProjectConfig:
         elif err["type"] in _MISSING:
             msg = "required key is missing"
         more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{path}: {_keypath(loc)}: {msg}{more}") from None
+        # Checks across sections (ProjectConfig.__post_init__) name their own key path.
+        where = f"{_keypath(loc)}: " if loc else ""
+        raise ConfigError(f"{path}: {where}{msg}{more}") from None
 
 
 def _substitute(text: str, variables: Mapping[str, str], where: str, missing: list[tuple[str, str]] | None) -> str:

@@ -152,10 +152,12 @@ DEFAULT_PERMISSIONS_POLICY = (
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Proxy(Strict):
-    """Per-environment reverse-proxy settings (proposed ``environments.<env>.proxy``).
+    """Per-environment reverse-proxy settings (``environments.<env>.proxy``): what ``config nginx``
+    writes and what the local runtime's nginx serves.
 
     ``None`` means "derive from the environment": the domain from ``url``, TLS from its scheme,
-    basic auth on for ``staging``, the admin allowlist loopback-only for ``production``.
+    basic auth on for the staging environment (``staging:``), the admin allowlist loopback-only for
+    production-grade ones (``production:``).
     """
 
     domain: str | None = None
@@ -171,6 +173,12 @@ class Proxy(Strict):
     admin_allow: list[str] | None = None
     login_paths: list[str] = field(default_factory=lambda: ["/admin/login/", "/accounts/login/"])
     api_paths: list[str] = field(default_factory=lambda: ["/api/"])
+    #: Rate limits per client address (nginx ``limit_req``): ``<n>r/s`` or ``<n>r/m``, and the burst
+    #: let through at once. The health path is never limited (deploy gates, monitors, load tests).
+    login_rate: str = "10r/m"
+    login_burst: Annotated[int, Bounds(ge=0, le=100000)] = 5
+    api_rate: str = "20r/s"
+    api_burst: Annotated[int, Bounds(ge=0, le=100000)] = 40
     client_max_body_size: str = "10m"
     static_url: str = "/static/"
     static_root: str | None = None
@@ -290,15 +298,40 @@ class Ssh(Strict):
     options: Annotated[dict[str, str | int | bool], Check(_ssh_options)] = field(default_factory=dict)
 
 
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_COMPOSE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.ya?ml")
+
+
+def _template_name(v: str | None) -> str | None:
+    if v is not None and not _TEMPLATE_NAME.fullmatch(v):
+        raise ValueError("must be a template name: letters, digits, '.', '-' or '_' (e.g. production)")
+    return v
+
+
+def _compose_file(v: str | None) -> str | None:
+    if v is not None and (not _COMPOSE_FILE.fullmatch(v) or ".." in v):
+        raise ValueError("must be a file name in the app root ending in .yml, like docker-compose.live.yml")
+    return v
+
+
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
 class Environment(Strict):
     """One deployment target (dev, staging, production...)."""
 
     runtime: Literal["local", "compose"] = "local"
     url: Annotated[str, Check(_env_url, recheck=True)]
-    #: Production-grade: approval asked, clean git required, shared secrets an error, admin paths
-    #: loopback-only. Unset: true for the environment named ``production`` only.
+    #: Production-grade: approval asked, clean git required, strict validation, admin paths
+    #: loopback-only, the production env template, compose file and CI stage. Unset: true for the
+    #: environment named ``production`` only.
     production: bool | None = None
+    #: The pre-production rehearsal: basic auth in front, the CI's deploy-staging target. Unset: true
+    #: for the environment named ``staging`` only (unless it is production-grade).
+    staging: bool | None = None
+    #: Env-file template (``config/templates/NAME.env.j2`` or a built-in one); unset: the app's template
+    #: named after the environment, else the built-in one (:meth:`ProjectConfig.builtin_template`).
+    template: Annotated[str | None, Check(_template_name)] = None
+    #: File ``config compose`` writes and the compose runtime runs; unset: see :meth:`ProjectConfig.compose_file`.
+    compose_file: Annotated[str | None, Check(_compose_file)] = None
     aliases: Annotated[list[str], Check(_aliases)] = field(default_factory=list)
     require_clean_git: bool | None = None
     approval: Literal["auto", "required"] = "auto"
@@ -310,6 +343,9 @@ class Environment(Strict):
     docker_host: Annotated[str | None, Check(_docker_host, recheck=True)] = None
     ssh: Ssh | None = None
     replicas: Replicas = 1
+    #: compose: how many new web containers start (and are health-gated) at a time beside the old
+    #: ones when ``replicas`` > 1; null means one at a time.
+    batch_size: Replicas | None = None
     deadline: Duration = 900.0
     watch: Duration = 3.0
     drain: Duration = 10.0
@@ -317,6 +353,18 @@ class Environment(Strict):
     proxy: Proxy | None = None
     images: dict[str, str] = field(default_factory=dict)
     hot_reload: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.staging and self.production:
+            raise ValueError("staging and production cannot both be true: an environment is one or the other")
+        if self.batch_size is not None and self.batch_size > self.replicas:
+            raise ValueError(f"batch_size {self.batch_size} is more than replicas ({self.replicas}): lower "
+                             f"batch_size to at most {self.replicas} or raise replicas")
+
+    @property
+    def batch(self) -> int:
+        """New web containers started and gated together (``batch_size``, one by default)."""
+        return self.batch_size or 1
 
     @property
     def url_port(self) -> int:
@@ -655,6 +703,13 @@ class ProjectConfig(Strict):
                     raise ValueError(
                         f"promotion: {name!r} is not an environment (known: {', '.join(self.environments)})"
                     )
+        files: dict[str, str] = {}
+        for env in self.environments:
+            name = self.compose_file(env)
+            if name in files:
+                raise ValueError(f"environments.{env}.compose_file: {name} is also {files[name]}'s compose file; "
+                                 f"set a different compose_file")
+            files[name] = env
 
     @property
     def promotion_order(self) -> list[str]:
@@ -682,6 +737,56 @@ class ProjectConfig(Strict):
         """``environments.<env>.production``, by default true for the environment named production."""
         flag = self.environments[env].production
         return env == "production" if flag is None else flag
+
+    def is_staging(self, env: str) -> bool:
+        """``environments.<env>.staging``, by default true for the environment named staging.
+
+        A production-grade environment is never also the staging one.
+        """
+        if self.is_production(env):
+            return False
+        flag = self.environments[env].staging
+        return env == "staging" if flag is None else flag
+
+    def _ordered_envs(self) -> list[str]:
+        order = self.promotion_order
+        return [*order, *(e for e in self.environments if e not in order)]
+
+    @property
+    def production_env(self) -> str | None:
+        """The production environment: the first production-grade one in promotion order (None: none is).
+
+        It is the one the CI's deploy-production stage deploys and whose compose file is
+        ``docker-compose.prod.yml`` by default.
+        """
+        return next((e for e in self._ordered_envs() if self.is_production(e)), None)
+
+    @property
+    def staging_env(self) -> str | None:
+        """The staging environment: the last staging-grade one promoted before production (None: none is).
+
+        It is the one the CI's deploy-staging stage deploys and load-tests.
+        """
+        order = self._ordered_envs()
+        prod = self.production_env
+        before = order[: order.index(prod)] if prod is not None else order
+        staged = [e for e in before if self.is_staging(e)] or [e for e in order if self.is_staging(e)]
+        return staged[-1] if staged else None
+
+    def builtin_template(self, env: str) -> str:
+        """The built-in env template of ``env`` when neither ``template:`` nor the app names one:
+        ``production`` for production-grade environments, ``dev`` for the one named dev, else ``staging``."""
+        if self.is_production(env):
+            return "production"
+        return "dev" if env == "dev" else "staging"
+
+    def compose_file(self, env: str) -> str:
+        """``environments.<env>.compose_file``, else ``docker-compose.prod.yml`` for the production
+        environment (:attr:`production_env`, the seed's name) and ``docker-compose.<env>.yml`` for others."""
+        named = self.environments[env].compose_file
+        if named is not None:
+            return named
+        return "docker-compose.prod.yml" if env == self.production_env else f"docker-compose.{env}.yml"
 
     def database_for(self, env: str) -> Database:
         """The database section in force for ``env`` (the env's override or the top-level one)."""

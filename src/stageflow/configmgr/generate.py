@@ -175,7 +175,7 @@ def generate_env(
     name = resolve_env_name(config, env)
     path = env_file_path(root, config, name)
     state = read_state(path, environ)
-    ref = resolve_template(root, name, template or state.template)
+    ref = resolve_template(root, config, name, template, state.template)
     rotate_set = set(rotate)
     existing = state.values
     statuses: dict[str, str] = {}

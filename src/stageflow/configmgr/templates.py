@@ -3,12 +3,14 @@
 Templates are Jinja2 files whose output is env-file text (see :mod:`stageflow.config.envfile`).
 
 * Built-in: ``dev``, ``staging`` and ``production`` (``stageflow/templates/env/<NAME>.env.j2``), all
-  extending ``builtin/base.env.j2``. An environment without a built-in of its own name uses
-  ``staging`` (debug off, secure cookies when its URL is https).
-* Custom: ``<app root>/config/templates/<NAME>.env.j2``, chosen with ``--template NAME``. Without
-  ``--template`` an app template named after the environment (``config/templates/production.env.j2``)
-  wins over the built-in one. Custom templates may ``{% extends "builtin/production.env.j2" %}`` and
-  override its blocks (``debug``, ``allowed_hosts``, ``database``, ``cache``, ``security``, ``extra``).
+  extending ``builtin/base.env.j2``. A production-grade environment (``environments.<env>.production``)
+  uses ``production``, the one named ``dev`` uses ``dev``, every other ``staging`` (debug off, secure
+  cookies when its URL is https): :meth:`ProjectConfig.builtin_template`.
+* Custom: ``<app root>/config/templates/<NAME>.env.j2``, chosen with ``--template NAME`` (one run) or
+  ``environments.<env>.template: NAME``. Otherwise the template recorded in the env file, else an app
+  template named after the environment (``config/templates/production.env.j2``), else the built-in
+  one. Custom templates may ``{% extends "builtin/production.env.j2" %}`` and override its blocks
+  (``debug``, ``allowed_hosts``, ``database``, ``cache``, ``security``, ``extra``).
 * The template an env file was made from is recorded on its first line
   (``# stageflow-template: NAME``) and reused when the file is regenerated without ``--template``.
 
@@ -40,7 +42,6 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / "templates" / "env"
 APP_TEMPLATE_DIR = Path("config") / "templates"
 SUFFIX = ".env.j2"
 BUILTIN_NAMES = ("dev", "staging", "production")
-FALLBACK_BUILTIN = "staging"
 #: First line of a generated env file: the template it came from.
 MARKER = "# stageflow-template: "
 
@@ -114,9 +115,15 @@ def _check_name(name: str) -> None:
         raise UsageError(f"invalid template name {name!r}", hint="use letters, digits, '.', '-' or '_'")
 
 
-def resolve_template(root: Path, env: str, name: str | None = None) -> TemplateRef:
-    """Find the template for ``env``: ``name`` if given, else the app's or built-in one for ``env``."""
+def resolve_template(
+    root: Path, config: ProjectConfig, env: str, chosen: str | None = None, recorded: str | None = None
+) -> TemplateRef:
+    """Find the template for ``env``: ``chosen`` (``--template``), else ``environments.<env>.template``,
+    else ``recorded`` (the env file's marker), else the app's template named after ``env``, else the
+    built-in one (:meth:`ProjectConfig.builtin_template`)."""
     app_dir = root / APP_TEMPLATE_DIR
+    configured = config.environments[env].template
+    name = chosen or configured or recorded
     if name is not None:
         _check_name(name)
         app = app_dir / f"{name}{SUFFIX}"
@@ -124,14 +131,15 @@ def resolve_template(root: Path, env: str, name: str | None = None) -> TemplateR
             return TemplateRef(name, False, app, app.name)
         if name in BUILTIN_NAMES:
             return _builtin(name)
+        where = f"environments.{env}.template: " if not chosen and name == configured else ""
         raise UsageError(
-            f"template {name!r} not found",
+            f"{where}template {name!r} not found",
             hint=f"create {APP_TEMPLATE_DIR / (name + SUFFIX)} or use a built-in one: {', '.join(BUILTIN_NAMES)}",
         )
     app = app_dir / f"{env}{SUFFIX}"
     if app.is_file():
         return TemplateRef(env, False, app, app.name)
-    return _builtin(env if env in BUILTIN_NAMES else FALLBACK_BUILTIN)
+    return _builtin(config.builtin_template(env))
 
 
 def _builtin(name: str) -> TemplateRef:

@@ -10,7 +10,8 @@ Checks, each item naming its key and the fix:
 * keys: required ones (the template's and ``environments.<env>.required``) present and non-empty;
   no placeholders (``changeme``, ``django-insecure-…``, ``your-…``); types by name (booleans, integers,
   ``*_PORT``, ``*_URL``); secret strength; ``$`` that Docker Compose would expand;
-* production (the environment named ``production``): DEBUG off, explicit ALLOWED_HOSTS, an https URL,
+* production (production-grade environments: ``environments.<env>.production``, by default the one named
+  ``production``): DEBUG off, explicit ALLOWED_HOSTS, an https URL,
   secure cookies, SSL redirect and HSTS, no secret shared with another environment, and Django's
   ``check --deploy --fail-level WARNING`` when the app has a ``manage.py``;
 * across files: ports of environments on the same host, TLS certificate and key.
@@ -201,6 +202,8 @@ def _key_checks(
     rendered: Rendered | None,
     compose: bool,
     name: str,
+    *,
+    prod: bool,
 ) -> None:
     gen = f"stageflow config generate {env}"
     template_secrets = rendered.secrets if rendered else {}
@@ -229,7 +232,7 @@ def _key_checks(
             why = weakness(value, template_secrets[key].kind)
             if why:
                 # Strength is a rule of production; elsewhere a weak secret is worth saying, not refusing.
-                strict = report.error if env == "production" else report.warning
+                strict = report.error if prod else report.warning
                 strict(key, f"secret {why}", f"{gen} --rotate {key}")
         elif secret and key not in derived and "://" not in value:
             why = weakness(value)
@@ -457,7 +460,7 @@ def validate_environment(
 
     rendered: Rendered | None = None
     try:
-        ref = resolve_template(root, name, state.template)
+        ref = resolve_template(root, config, name, recorded=state.template)
         rendered = render_template(root, ref, template_context(config, name, ref))
     except StageflowError as exc:
         report.warning("template", exc.message, exc.hint or "fix the template")
@@ -470,12 +473,13 @@ def validate_environment(
         # A value set in the shell counts as present (`POSTGRES_PASSWORD=... stageflow deploy staging`).
         if key not in values and environ.get(key):
             values[key] = environ[key]
-    _key_checks(report, name, state, values, required, rendered, environment.runtime == "compose", shown)
+    _key_checks(report, name, state, values, required, rendered, environment.runtime == "compose", shown, prod=prod)
 
     if prod:
         report.checks.append("production")
         if urlsplit(environment.url).scheme != "https":
-            report.error("environments.production.url", f"is {environment.url}: production must be served over https",
+            report.error(f"environments.{name}.url",
+                         f"is {environment.url}: a production-grade environment must be served over https",
                          "use an https:// URL in stageflow.yml")
     _database_password_checks(report, config, name)
     report.checks.append("ports")

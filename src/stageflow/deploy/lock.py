@@ -16,31 +16,16 @@ import os
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from stageflow.errors import LockHeldError
 from stageflow.procs import running
-from stageflow.state.store import Store
+from stageflow.state.records import Timestamp
+from stageflow.state.store import Deployment, Lock, Store
 
-
-@dataclass(frozen=True)
-class LockInfo:
-    """A lock row."""
-
-    env: str
-    owner: str
-    pid: int
-    host: str
-    command: str
-    started_at: str
-    heartbeat_at: str
-    lease_seconds: float
-
-    def describe(self) -> str:
-        """Who holds it, for messages."""
-        return f"{self.owner}@{self.host} (pid {self.pid}, '{self.command}') since {self.started_at}"
+#: The lock record (a frozen record of the store; ``damaged`` says why a stored one made no sense).
+LockInfo = Lock
 
 
 class HostLock(Protocol):
@@ -76,21 +61,23 @@ def _age(ts: str) -> float:
 
 def read_lock(store: Store, env: str) -> LockInfo | None:
     """The current lock of ``env`` or None."""
-    row = store.lock_row(env)
-    return LockInfo(**row) if row else None
+    return store.lock(env)
 
 
 def stale_reason(info: LockInfo, host: str | None = None) -> str | None:
     """Why ``info`` may be taken over, or None when its holder is alive."""
     host = host or socket.gethostname()
-    try:
-        # Read back from state.db, which may be damaged: a record that makes no sense vouches for
-        # no live holder, so it is stale (and says why) rather than a crash or a lock held forever.
-        pid, age, lease = int(info.pid), _age(str(info.heartbeat_at)), float(info.lease_seconds)
-    except (TypeError, ValueError, OverflowError):
+    # Read back from state.db, which may be damaged: a record that makes no sense vouches for
+    # no live holder, so it is stale (and says why) rather than a crash or a lock held forever.
+    if info.damaged:
         return "the lock record is damaged"
-    if info.host == host and not running(pid):
-        return f"holder pid {pid} is gone"
+    try:
+        age = _age(info.heartbeat_at)
+    except TypeError:  # a naive time where an aware one is expected: not written by stageflow
+        return "the lock record is damaged"
+    lease = info.lease_seconds
+    if info.host == host and not running(info.pid):
+        return f"holder pid {info.pid} is gone"
     if age > lease:
         return f"lease expired ({age:.0f}s since the last heartbeat)"
     return None
@@ -142,7 +129,7 @@ class EnvLock:
 
     def _acquire_host(self, target: HostLock) -> None:
         """Create the record on the target host; a live one refuses, a stale one is replaced (once)."""
-        now = _now()
+        now = Timestamp(_now())
         mine = LockInfo(self.env, self.owner, self.pid, self.host, self.command, now, now, self.lease)
         for _ in range(3):
             self._host_token = target.create(mine)
@@ -207,19 +194,19 @@ def force_release(store: Store, env: str, host_lock: HostLock | None = None) -> 
     return info
 
 
-def deployment_outcome(store: Store, row: Any) -> tuple[str, str | None]:
+def deployment_outcome(store: Store, dep: Deployment) -> tuple[str, str | None]:
     """(outcome, error) of a deployment row as it really is.
 
     A deploy killed with ``kill -9`` stays ``running`` in the record until the next command of its
     environment marks it; a running deployment whose process no longer holds the lock is shown as
     ``crashed`` meanwhile, without writing (read-only commands change nothing).
     """
-    if row["outcome"] != "running":
-        return row["outcome"], row["error"]
-    info = read_lock(store, row["env"])
-    if info is not None and info.pid == row["pid"]:
+    if dep.outcome != "running":
+        return dep.outcome, dep.error
+    info = read_lock(store, dep.env)
+    if info is not None and info.pid == dep.pid:
         why = stale_reason(info)
         if why is None:
             return "running", None
-        return "crashed", f"deploy process {row['pid']} is gone ({why}); the next deploy of {row['env']} takes over"
-    return "crashed", f"deploy process {row['pid']} is gone (it holds no lock)"
+        return "crashed", f"deploy process {dep.pid} is gone ({why}); the next deploy of {dep.env} takes over"
+    return "crashed", f"deploy process {dep.pid} is gone (it holds no lock)"

@@ -12,10 +12,11 @@ from stageflow.deploy.pipeline import (
     DeployReport,
     backups_dir,
     deploy_env,
+    open_backups_dir,
     take_backup,
 )
 from stageflow.deploy.preflight import check_tracked, tracked_state
-from stageflow.deploy.release import build_release, prune_releases, read_git, release_path
+from stageflow.deploy.release import build_release, prune_releases, read_git, release_path, rollback_target
 from stageflow.errors import OperationError, UsageError
 from stageflow.runtimes import runtime_for
 from stageflow.workspace import Workspace
@@ -133,7 +134,7 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
     # Without --to: one step further back each time (a release rolled back away from is skipped).
     # Checked here to fail before the lock; the deploy picks again once it has made routing and the
     # record agree after a crash.
-    target = to or ws.store.rollback_target(ctx.name, state.current_release)
+    target = to or rollback_target(ws.store, ctx.name, state.current_release)
     if target is None:
         msg = (f"{ctx.name} has no earlier release to roll back to"
                + (f" (already rolled back away from {', '.join(sorted(m))})"
@@ -144,21 +145,28 @@ def rollback(ws: Workspace, env: str, *, to: str | None = None, restore_db: bool
         ws.audit(ctx.name, "refused", f"{target} is already current")
         raise OperationError(f"{target} is already current in {ctx.name}")
     release_path(ws.store, target)
-    backup_row = None
+    backup_file = None
     if restore_db:
         backup_row = ws.store.backup_before(ctx.name, state.current_release)
         if backup_row is None:
             raise OperationError(f"no backup of {ctx.name} was taken before {state.current_release}",
                                  hint="see 'stageflow backup list " + ctx.name + "'")
-        msg = (f"restore {Path(backup_row['path']).name} (taken {backup_row['created_at']}): every change to the "
+        try:
+            # The file of that name in the env's backups directory, never wherever the record points.
+            backup_file = find_backup(ws, ctx, backup_row.path.name)
+        except UsageError:
+            raise OperationError(f"backup {backup_row.path.name} (taken before {state.current_release}) is not in "
+                                 f"{backups_dir(ctx)} any more", hint=f"see 'stageflow backup list {ctx.name}'",
+                                 ) from None
+        msg = (f"restore {backup_file.name} (taken {backup_row.created_at}): every change to the "
                f"{ctx.name} database since then will be lost")
         ws.log.write(msg, level="WARN")
         if not yes and not (interactive and confirm and confirm(f"{msg}. Continue?")):
             raise UsageError("database restore not confirmed", hint="re-run with --yes to confirm")
     report = deploy_env(ws, ctx, DeployOptions(kind="rollback"), release=to)
-    if backup_row is not None:
-        restore_backup_file(ws, ctx, Path(backup_row["path"]))
-        ws.audit(ctx.name, "restored", f"database restored from {Path(backup_row['path']).name}")
+    if backup_file is not None:
+        restore_backup_file(ws, ctx, backup_file)
+        ws.audit(ctx.name, "restored", f"database restored from {backup_file.name}")
     return report
 
 
@@ -183,7 +191,9 @@ def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
 
 
 def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """Keep the newest N releases and backups per env; never the current or previous. Returns removals."""
+    """Keep the newest N releases and backups per env; never the current or previous. Then each env's
+    runtime drops what it holds for the releases that went (compose: images, exited containers).
+    Returns removals."""
     from stageflow.deploy.backup import prune_backups
 
     config = load_project(ws.root)
@@ -192,11 +202,17 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
     if keep_n < 2:
         raise UsageError("--keep must be at least 2 (current and previous)")
     removed = [f"release {rid}" for rid in prune_releases(ws.store, config, names, keep_n)]
+    # What the store still knows is kept, and so is what any env serves or served last.
+    kept: set[str] = {release.id for release in ws.store.releases()}
+    for name in config.environments:
+        st = ws.store.env_state(name)
+        kept |= {r for r in (st.current_release, st.previous_release) if r}
     for name in names:
         ctx = load_env_context(ws.root, name, environ)
-        for p in prune_backups(backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
+        for p in prune_backups(open_backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
             ws.store.forget_backup(p)
             removed.append(f"backup {p.name}")
+        removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
     return removed
 
 
@@ -238,7 +254,7 @@ def backup_list(ws: Workspace, env: str, environ: Mapping[str, str] | None = Non
     return [
         {"file": b.path.name, "path": str(b.path), "size": b.size, "checksum": b.checksum,
          "format": b.format, "created_at": b.created_at.isoformat()}
-        for b in list_backups(backups_dir(ctx))
+        for b in list_backups(open_backups_dir(ctx))
     ]
 
 
@@ -246,7 +262,7 @@ def find_backup(ws: Workspace, ctx: EnvContext, name: str | None) -> Path:
     """A backup by file name (or the newest)."""
     from stageflow.deploy.backup import list_backups
 
-    found = list_backups(backups_dir(ctx))
+    found = list_backups(open_backups_dir(ctx))
     if not found:
         raise OperationError(f"no backups of {ctx.name}", hint=f"stageflow backup create {ctx.name}")
     if name is None:
@@ -320,7 +336,10 @@ def logs(ws: Workspace, env: str, service: str | None, *, follow: bool, since: s
     ctx, rt, placement, _release = _serving(ws, env, environ)
     if service is not None and service not in ctx.config.services and service not in ("db", "redis", "nginx"):
         raise UsageError(f"unknown service {service!r}", hint=f"known: {', '.join(ctx.config.services)}")
-    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs")
+    from stageflow.masking import shown
+
+    return ws.runner.call(rt.logs_command(placement, service, follow, since, lines), cwd=ctx.root, what="logs",
+                          lines=shown)
 
 
 def restart(ws: Workspace, env: str, service: str | None = None, *, yes: bool = False, interactive: bool = False,

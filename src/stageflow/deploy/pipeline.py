@@ -28,6 +28,7 @@ from stageflow.deploy.release import (
     read_git,
     release_path,
     remove_release,
+    rollback_target,
 )
 from stageflow.errors import LockHeldError, OperationError, UsageError
 from stageflow.fsutil import inside, make_dirs, narrow_mode
@@ -166,9 +167,18 @@ def backup_target(ctx: EnvContext) -> DatabaseTarget | None:
 
 
 def backups_dir(ctx: EnvContext) -> Path:
-    """Where this environment's backups go."""
+    """Where this environment's backups go (the path only: see :func:`open_backups_dir`)."""
     d = Path(ctx.config.backups.dir)
     return (d if d.is_absolute() else ctx.root / d) / ctx.name
+
+
+def open_backups_dir(ctx: EnvContext) -> Path:
+    """:func:`backups_dir`, made (0700) when missing; inside the app no part of it may be a symlink,
+    so a backup can never be written, listed or pruned through one that leads out of the app."""
+    from stageflow.fsutil import inside, make_dirs
+
+    path = backups_dir(ctx)
+    return make_dirs(path, root=ctx.root if inside(ctx.root, path) else None)
 
 
 def database_access(ws: Workspace, ctx: EnvContext, rt: Runtime | None = None
@@ -195,7 +205,7 @@ def take_backup(ws: Workspace, ctx: EnvContext, dep_id: int | None, rt: Runtime 
     target, runner = access
     if not database_exists(target, runner):
         return f"skipped: no database yet ({target.describe()})"
-    dest = backups_dir(ctx)
+    dest = open_backups_dir(ctx)
     result = create_backup(
         target, dest, env=ctx.name, runner=runner, fmt=ctx.config.backups.format, now=lambda: datetime.now(UTC)
     )
@@ -449,7 +459,7 @@ class _Apply:
         self.old, self.old_release = old, old_release
         store.set_deployment_previous(self.dep_id, self.state.current_release)
         if self.release is None and self.opts.kind == "rollback":
-            self.release = store.rollback_target(ctx.name, self.state.current_release)
+            self.release = rollback_target(store, ctx.name, self.state.current_release)
             if self.release is None:
                 raise StepFailed(f"{ctx.name} has no earlier release to roll back to")
         self.old_alive = bool(old and rt.alive(old))
@@ -603,10 +613,15 @@ class _Apply:
             raise StepFailed(f"{self.release} {w.reason}")
 
     def stop_old(self, s: StepHandle) -> None:
-        if not (self.old_alive and self.old):
+        if not self.old:
             s.detail, s.outcome = "nothing was running", "skipped"
             return
+        # Stopped even when its record says it is dead: a damaged record must not leave it running.
         n = self.rt.stop(self.old, self.ctx.env.drain)
+        if not self.old_alive:
+            s.detail, s.outcome = (f"stopped {n} unit(s) of {self.old_release} its record no longer named", "warn") \
+                if n else ("nothing was running", "skipped")
+            return
         if self.rt.zero_downtime:
             s.detail = f"drained and stopped {n} unit(s) of {self.old_release} ({self.old.slot})"
         else:

@@ -14,7 +14,7 @@ from stageflow.commands import git
 from stageflow.errors import ConfigError, OperationError
 from stageflow.fsutil import make_dirs
 from stageflow.runner import Runner
-from stageflow.state.store import Store
+from stageflow.state.store import Release, Store
 
 if TYPE_CHECKING:
     from stageflow.config.models import ProjectConfig
@@ -125,20 +125,42 @@ def _keep_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         raise
 
 
+def release_dir(store: Store, release: Release) -> Path:
+    """The directory of a recorded release: ``<state dir>/releases/<id>``, wherever the record says it
+    was built (the id is one plain name, checked when read), so a damaged or hostile ``state.db`` can
+    never make a deploy run, or a cleanup delete, some other directory."""
+    return releases_dir(store.path.parent) / release.id
+
+
 def release_path(store: Store, rid: str) -> Path:
     """The directory of release ``rid``; OperationError when it is gone."""
-    row = store.release(rid)
-    if row is None or not Path(row["path"]).is_dir():
+    release = store.release(rid)
+    path = release_dir(store, release) if release else None
+    if path is None or path.is_symlink() or not path.is_dir():
         raise OperationError(f"release {rid} does not exist any more", hint="see 'stageflow history' for releases")
-    return Path(row["path"])
+    return path
 
 
 def remove_release(store: Store, rid: str) -> None:
     """Delete a release directory and its record."""
-    row = store.release(rid)
-    if row is not None:
-        shutil.rmtree(row["path"], ignore_errors=True)
+    release = store.release(rid)
+    if release is not None:
+        shutil.rmtree(release_dir(store, release), ignore_errors=True)  # refuses a symlink: nothing is removed
     store.delete_release(rid)
+
+
+def rollback_target(store: Store, env: str, current: str | None) -> str | None:
+    """Where ``rollback`` without ``--to`` goes: the newest release that served ``env``, is not
+    current, was not rolled back away from, and still exists. Each rollback so goes one further back.
+    """
+    marked = store.rolled_back_from(env)
+    for rid in store.env_releases(env):
+        if rid == current or rid in marked:
+            continue
+        release = store.release(rid)
+        if release is not None and release_dir(store, release).is_dir():
+            return rid
+    return None
 
 
 #: A release no deployment names yet is being deployed right now (``full`` builds first) unless older.
@@ -158,17 +180,15 @@ def prune_releases(store: Store, config: ProjectConfig, names: list[str], keep: 
         wanted |= {r for r in (st.current_release, st.previous_release) if r}
         served = store.env_releases(name)
         wanted |= set(served if name not in names else served[:keep])
-    busy = {r["release_id"] for r in store.db.execute(
-        "SELECT release_id FROM deployments WHERE outcome='running' AND release_id IS NOT NULL")}
-    named = {r["release_id"] for r in store.db.execute(
-        "SELECT DISTINCT release_id FROM deployments WHERE release_id IS NOT NULL")}
+    busy = store.releases_deploying()
+    named = store.releases_named()
     now = datetime.now(UTC)
     removed: list[str] = []
-    for row in store.releases():
-        rid = row["id"]
+    for release in store.releases():
+        rid = release.id
         if rid in wanted or rid in busy:
             continue
-        if rid not in named and (now - datetime.fromisoformat(row["created_at"])).total_seconds() < FRESH_SECONDS:
+        if rid not in named and (now - datetime.fromisoformat(release.created_at)).total_seconds() < FRESH_SECONDS:
             continue
         remove_release(store, rid)
         removed.append(rid)

@@ -124,7 +124,7 @@ def status(ws: Workspace, env: str | None = None, environ: Mapping[str, str] | N
             st, placement, serving, live.releases, rt.describe("proxy", None))
         release = ws.store.release(release_id) if release_id else None
         out.append(EnvStatus(
-            name, release_id, release["commit_sha"] if release else None, healthy, reason,
+            name, release_id, release.commit_sha if release else None, healthy, reason,
             ctx.env.url if ctx else section.url, section.runtime,
             st.deployed_at if st.current_release else None, st.previous_release,
             st.downtime, live.units if live else 0, lock.describe() if lock else None,

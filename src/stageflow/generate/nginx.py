@@ -18,6 +18,11 @@ field optional). :func:`site_options` checks that each value is safe to put into
 (a :class:`ConfigError` names ``environments.<env>.proxy.<field>`` otherwise) and resolves them into
 a :class:`SiteOptions`; tests replace ports and paths in it (``dataclasses.replace``) so they
 exercise the very template output that production gets.
+
+The local runtime serves this same site from its private nginx: :func:`site_options` with a
+:class:`PrivateProxy` moves the site into the runtime's directory, binds the URL's address and port
+(no port-80 redirect), uses the runtime's certificate and adds the probe header; :func:`render_main`
+renders the thin ``nginx.conf`` around it (pid, logs, temp paths, the probe-token map).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -67,6 +72,21 @@ MOZILLA_INTERMEDIATE_CIPHERS = ":".join(
 )
 # nginx 1.25.1 replaced `listen ... http2` with the `http2` directive; older versions reject it.
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+
+
+@dataclass(frozen=True)
+class PrivateProxy:
+    """A proxy stageflow runs itself (the local runtime's nginx), serving the site of one environment.
+
+    ``directory`` holds the site, its snippets, the upstream, pid, logs and temp files;
+    ``listen_host`` is the IP address bound on the URL's port; ``cert``/``key`` the pair served
+    when the URL is https.
+    """
+
+    directory: Path
+    listen_host: str
+    cert: Path | None = None
+    key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +133,10 @@ class SiteOptions:
     permissions_policy: str = DEFAULT_PERMISSIONS_POLICY
     proxy_connect_timeout: str = "5s"
     proxy_timeout: str = "60s"
+    #: With TLS, a server on ``http_port`` that redirects to HTTPS (off for a private proxy: one port).
+    http_redirect: bool = True
+    #: Proxied responses carry ``X-Stageflow-Upstream`` for requests with the probe token (see :func:`render_main`).
+    probe_header: bool = False
 
     @property
     def main_port(self) -> int:
@@ -136,6 +160,8 @@ _URL_PATH_RE = re.compile(r"^/([A-Za-z0-9_.~@%+=:,-]+/)*\Z")
 _SIZE_RE = re.compile(r"^\d+[kKmMgG]?\Z")
 _HEADER_VALUE_RE = re.compile(r'^[^"\\$\x00-\x1f\x7f]*\Z')
 _USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_RATE_RE = re.compile(r"^[1-9]\d{0,5}r/[sm]\Z")
+_TOKEN_RE = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 def _bad(where: str, message: str, hint: str) -> ConfigError:
@@ -186,15 +212,24 @@ def parse_nginx_version(text: str) -> tuple[int, int, int] | None:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def _rate(value: str, where: str) -> str:
+    if not _RATE_RE.match(value):
+        raise _bad(where, f"{value!r} is not a request rate", "use requests per second or minute, e.g. 20r/s or 10r/m")
+    return value
+
+
 def site_options(
     config: ProjectConfig,
     env: str,
     *,
     root: Path,
     nginx_version: tuple[int, int, int] | None = None,
+    private: PrivateProxy | None = None,
 ) -> SiteOptions:
-    """Resolve ``env``'s proxy settings into validated :class:`SiteOptions` (production ports and paths).
+    """Resolve ``env``'s proxy settings into validated :class:`SiteOptions`.
 
+    Without ``private``: production ports and install paths (what ``config nginx`` writes). With it:
+    the same site as served by that private proxy (see :func:`_private`).
     Raises :class:`ConfigError` naming the setting when a value is unsafe to put into nginx's syntax.
     """
     environment = config.environments[env]
@@ -232,7 +267,7 @@ def site_options(
     version = nginx_version or HTTP2_DIRECTIVE_SINCE
     _, web = config.web_service
     health_path = web.health.path if web.health else "/health/"
-    return SiteOptions(
+    opts = SiteOptions(
         project=config.project,
         env=env,
         server_name=domain.lower(),
@@ -250,7 +285,7 @@ def site_options(
         else (("127.0.0.11",) if compose else ("127.0.0.53",)),
         http2="directive" if version >= HTTP2_DIRECTIVE_SINCE else "listen",
         allow=tuple(_address(a, f"{where}.allow") for a in s.allow),
-        basic_auth=s.basic_auth if s.basic_auth is not None else env == "staging",
+        basic_auth=s.basic_auth if s.basic_auth is not None else config.is_staging(env),
         basic_auth_user=user,
         admin_paths=tuple(_url_prefix(p, f"{where}.admin_paths") for p in s.admin_paths),
         admin_allow=admin_allow,
@@ -262,8 +297,64 @@ def site_options(
         media_url=_url_prefix(s.media_url, f"{where}.media_url"),
         media_root=_fs_path(media_root, f"{where}.media_root"),
         health_path=_exact_path(health_path, f"services.{config.web_service[0]}.health.path"),
+        login_rate=_rate(s.login_rate, f"{where}.login_rate"),
+        login_burst=s.login_burst,
+        api_rate=_rate(s.api_rate, f"{where}.api_rate"),
+        api_burst=s.api_burst,
         csp=csp,
         permissions_policy=_header_value(s.permissions_policy, f"{where}.permissions_policy"),
+    )
+    return opts if private is None else _private(opts, config, env, private)
+
+
+def _listen_address(host: str) -> str:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise _bad("listen address", f"{host!r} is not an IP address", "use an IP address in the URL") from None
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def _private(opts: SiteOptions, config: ProjectConfig, env: str, private: PrivateProxy) -> SiteOptions:
+    """``opts`` as served by a private proxy: its directory, the URL's address and port, its TLS pair.
+
+    The URL's scheme decides TLS (the runtime probes what the URL says). Static and media are served
+    by nginx only where ``proxy.static_root``/``media_root`` say so: the install defaults name
+    directories the local runtime does not fill.
+    """
+    environment = config.environments[env]
+    s = environment.proxy or Proxy()
+    tls = urlsplit(environment.url).scheme == "https"
+    if s.tls is not None and s.tls != tls:
+        raise _bad(f"environments.{env}.proxy.tls", f"is {str(s.tls).lower()} but the URL is {environment.url}",
+                   "leave proxy.tls out for the local runtime: the URL's scheme decides")
+    directory = str(private.directory)
+    if not _FS_PATH_RE.match(directory) or "/../" in f"{directory}/":
+        raise ConfigError(f"{directory}: the app's path holds characters nginx's configuration cannot take",
+                          hint="move the app to a path of letters, digits and / . _ - (no spaces)")
+    cert = key = ""
+    if tls:
+        if private.cert is None or private.key is None:
+            raise OperationError(f"{environment.url} is https but no certificate was given to the proxy")
+        cert = _fs_path(str(private.cert), "TLS_CERT_FILE")
+        key = _fs_path(str(private.key), "TLS_KEY_FILE")
+    port = environment.url_port
+    return replace(
+        opts,
+        tls=tls,
+        http_port=port,
+        https_port=port,
+        public_https_port=port,
+        include_dir=directory.rstrip("/"),
+        cert=cert,
+        key=key,
+        chain=None,
+        listen_address=_listen_address(private.listen_host),
+        listen_ipv6=False,
+        static_root=_fs_path(s.static_root, f"environments.{env}.proxy.static_root") if s.static_root else None,
+        media_root=_fs_path(s.media_root, f"environments.{env}.proxy.media_root") if s.media_root else None,
+        http_redirect=False,
+        probe_header=True,
     )
 
 
@@ -322,6 +413,31 @@ def render_site(opts: SiteOptions, upstream_servers: Sequence[str]) -> dict[str,
     if opts.tls:
         files[DHPARAM_FILE] = (TEMPLATE_DIR / DHPARAM_FILE).read_text(encoding="utf-8")
     return files
+
+
+def render_main(opts: SiteOptions, *, probe_token: str, worker: tuple[str, str] | None = None,
+                mime_types: Path | None = None) -> str:
+    """The thin ``nginx.conf`` of a private proxy (``opts`` from :func:`site_options` with a
+    :class:`PrivateProxy`): pid, logs and temp paths in ``opts.include_dir``, the access log format
+    the monitor reads (``rt=$request_time``), the map that shows stageflow's own probes (and no one
+    else) which upstream answered, then the site itself.
+
+    ``worker``: the (user, group) workers run as when the master is root; ``mime_types``: the
+    system's types file, when there is one (for static files the site serves).
+    """
+    if not _TOKEN_RE.match(probe_token):
+        raise OperationError("the probe token is damaged", hint="remove it; stageflow makes a new one")
+    if worker is not None and not all(_USER_RE.match(w) for w in worker):
+        raise ValueError(f"bad worker account {worker!r}")
+    context = {
+        "env": opts.env,
+        "dir": opts.include_dir,
+        "user": " ".join(worker) if worker else None,
+        "token": probe_token,
+        "mime_types": _fs_path(str(mime_types), "mime types") if mime_types else None,
+        "site": site_filename(opts.project, opts.env),
+    }
+    return str(_jinja_env().get_template("main.conf.j2").render(context))
 
 
 # ---------------------------------------------------------------- htpasswd (SHA-512-crypt)
@@ -469,13 +585,19 @@ def write_site(
     opts: SiteOptions,
     out_dir: Path,
     upstream_servers: Sequence[str],
+    *,
+    mode: int = 0o644,
 ) -> GeneratedSite:
-    """Render ``opts`` into ``out_dir`` (created), plus ``htpasswd`` when basic auth is on."""
+    """Render ``opts`` into ``out_dir`` (created), plus ``htpasswd`` when basic auth is on.
+
+    ``mode``: of the config files (0644 to install, 0600 for a private proxy; ``htpasswd`` is always
+    readable by nginx's workers).
+    """
     try:
         written = []
         for name, content in render_site(opts, upstream_servers).items():
             path = out_dir / name
-            _write(root, path, content, 0o644)
+            _write(root, path, content, mode)
             written.append(path)
         auth = None
         if opts.basic_auth:
@@ -484,6 +606,6 @@ def write_site(
     except OSError as exc:
         raise OperationError(
             f"cannot write the nginx config to {out_dir}: {exc.strerror}",
-            hint="choose a writable --output directory",
+            hint="check that directory's permissions (config nginx: or choose another --output)",
         ) from exc
     return GeneratedSite(env=opts.env, directory=out_dir, files=written, basic_auth=auth)

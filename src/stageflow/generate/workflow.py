@@ -36,9 +36,9 @@ _TITLES = {
     "security": "2 · Security scan",
     "build": "3 · Build & test",
     "integration": "4 · Integration tests",
-    "deploy-staging": "5 · Deploy staging",
+    "deploy-staging": "5 · Deploy {env}",
     "performance": "6 · Performance",
-    "deploy-production": "7 · Deploy production",
+    "deploy-production": "7 · Deploy {env}",
     "cleanup": "8 · Cleanup",
 }
 
@@ -71,7 +71,11 @@ class WorkflowOptions:
     stageflow_spec: str = "stageflow"
     #: The app's test command: ``manage.py test`` under coverage for a Django app, else pytest.
     django: bool = False
+    #: The environments the two deploy stages deploy (``ProjectConfig.staging_env`` / ``production_env``)
+    #: and their URLs for the GitHub environment (empty: not shown).
+    staging_env: str | None = "staging"
     staging_url: str = ""
+    production_env: str | None = "production"
     production_url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -82,6 +86,11 @@ class WorkflowOptions:
             raise UsageError(f"--stages: unknown stage {unknown[0]!r}", hint=f"choose from {', '.join(STAGES)}")
         if not self.stages:
             raise UsageError("--stages: at least one stage is needed", hint=f"choose from {', '.join(STAGES)}")
+        for stage, target, flag in (("deploy-staging", self.staging_env, "staging"),
+                                    ("deploy-production", self.production_env, "production")):
+            if stage in self.stages and target is None:
+                raise UsageError(f"--stages: {stage} needs a {flag} environment, and stageflow.yml has none",
+                                 hint=f"set environments.<env>.{flag}: true, or leave {stage} out")
         if not _PYTHON.fullmatch(self.python):
             raise UsageError(f"--python: {self.python!r} is not a Python version", hint="use a form like 3.11")
         for b in self.branches:
@@ -138,8 +147,8 @@ class _Builder:
             {"name": label, "run": f"{cmd}\ncoverage xml\ncoverage report"},
         ]
 
-    def job(self, stage: str, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-        job: dict[str, Any] = {"name": _TITLES[stage], "runs-on": "ubuntu-latest"}
+    def job(self, stage: str, steps: list[dict[str, Any]], *, target: str = "", **extra: Any) -> dict[str, Any]:
+        job: dict[str, Any] = {"name": _TITLES[stage].format(env=target), "runs-on": "ubuntu-latest"}
         needs = _needs(stage, self.o.stages)
         if needs:
             job["needs"] = needs
@@ -211,15 +220,16 @@ class _Builder:
             jobs["integration"] = self.job("integration", [
                 self.checkout(), self.python(), *self.tests("Integration tests (PostgreSQL, Redis)"),
             ], services=services, env=env)
-        for env_name, stage in (("staging", "deploy-staging"), ("production", "deploy-production")):
-            if stage not in o.stages:
+        for stage, target, url in (("deploy-staging", o.staging_env, o.staging_url),
+                                   ("deploy-production", o.production_env, o.production_url)):
+            if stage not in o.stages or target is None:
                 continue
-            url = o.staging_url if env_name == "staging" else o.production_url
+            env_name = target
             environment: dict[str, Any] = {"name": env_name}
             if url:
                 environment["url"] = url
             extra: dict[str, Any] = {"if": deploy_if, "environment": environment}
-            if env_name == "production":
+            if stage == "deploy-production":
                 # Required reviewers are set on the GitHub environment; one production deploy at a time,
                 # and a queued one waits rather than cancelling a deploy half-way.
                 extra["concurrency"] = {"group": "deploy-production", "cancel-in-progress": False}
@@ -230,7 +240,7 @@ class _Builder:
                  "env": {"SECRET_KEY": "${{ secrets.SECRET_KEY }}",
                          "POSTGRES_PASSWORD": "${{ secrets.POSTGRES_PASSWORD }}", "TARGET_ENV": env_name},
                  "run": 'stageflow config setup\nstageflow deploy "$TARGET_ENV" --yes'},
-            ], **extra)
+            ], target=env_name, **extra)
         if "performance" in o.stages:
             jobs["performance"] = self.job("performance", [
                 self.checkout(),

@@ -65,6 +65,28 @@ def _verify(ctx: EnvContext) -> ssl.SSLContext | bool:
     return context
 
 
+def basic_auth(ctx: EnvContext) -> tuple[str, str] | None:
+    """The env's own basic-auth credentials when its site is behind basic auth (staging by default).
+
+    The load test is the operator's own traffic, so it signs in like a reviewer would; the password
+    is the one ``config nginx`` and the local runtime generated (``.stageflow/secrets/``, 0600).
+    """
+    from stageflow.fsutil import read_file
+    from stageflow.generate.nginx import password_path, site_options
+
+    opts = site_options(ctx.config, ctx.name, root=ctx.root)
+    if not opts.basic_auth:
+        return None
+    raw = read_file(password_path(ctx.root, ctx.name), root=ctx.root, limit=4096)
+    password = raw.decode("utf-8", "replace").strip() if raw else ""
+    if not password:
+        return None
+    from stageflow.masking import masker
+
+    masker.add(password)
+    return opts.basic_auth_user, password
+
+
 class _Sampler:
     """Reads memory at the start, every ``interval`` and at the end; keeps the peak."""
 
@@ -131,7 +153,7 @@ def run_loadtest(ctx: EnvContext, opts: LoadOptions, *, runner: Runner, memory: 
         else:
             import httpx
 
-            with httpx.Client(verify=_verify(ctx), follow_redirects=False,
+            with httpx.Client(verify=_verify(ctx), follow_redirects=False, auth=basic_auth(ctx),
                               limits=httpx.Limits(max_connections=plan.concurrency)) as client:
                 summary = summarize(run_load(plan, client=client), plan)
     summary.update({"env": ctx.name, "started_at": started, "k6_script": str(script.relative_to(ctx.root))})

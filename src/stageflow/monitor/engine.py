@@ -215,9 +215,8 @@ class Monitor:
             return "127.0.0.1"
 
     def _cursors(self) -> dict[str, Cursor]:
-        rows = self.state.db.execute("SELECT path FROM log_cursors").fetchall()
         out = {}
-        for (path,) in rows:
+        for path in self.state.log_cursor_paths():
             found = self.state.log_cursor(path)
             if found:
                 out[path] = Cursor(path, *found)

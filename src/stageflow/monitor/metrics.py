@@ -38,7 +38,7 @@ class Metrics:
         self.firing.clear()
         for a in state.alerts():
             self.firing.labels(a.env, a.severity, a.state).inc()
-        self.pending.set(len(state.outbox("pending")))
+        self.pending.set(state.count_outbox("pending"))
 
     def close(self) -> None:
         """Stop serving."""

@@ -15,7 +15,7 @@ from stageflow.monitor.checks.logs import percentile
 
 if TYPE_CHECKING:
     from stageflow.monitor.engine import Monitor
-    from stageflow.state.monitoring import MonitorState
+    from stageflow.state.monitoring import HistoryEntry, MonitorState
 
 
 @dataclass
@@ -55,8 +55,8 @@ def _period(state: MonitorState, env: str, since: float, until: float) -> Period
         uptime=sum(up) / len(up) * 100 if up else None, checks=len(up),
         p50_ms=percentile(times, 50) if times else None,
         p95_ms=(percentile(p95, 50) if p95 else percentile(times, 95)) if (times or p95) else None,
-        incidents=sum(1 for h in history if h["transition"] == "firing"),
-        breaches=sum(1 for h in history if h["transition"] == "pending"),
+        incidents=sum(1 for h in history if h.transition == "firing"),
+        breaches=sum(1 for h in history if h.transition == "pending"),
     )
 
 
@@ -66,21 +66,21 @@ def build_report(monitor: Monitor, env: str, seconds: float, now: float | None =
     st = monitor.state
     since = now - seconds
     rep = Report(env, since, now, _period(st, env, since, now), _period(st, env, since - seconds, since))
-    opened: dict[str, Any] = {}
+    opened: dict[str, HistoryEntry] = {}
     for h in st.history(since - seconds * 10, now, env):
-        fp = h["fingerprint"]
-        if h["transition"] == "firing":
+        fp = h.fingerprint
+        if h.transition == "firing":
             opened[fp] = h
-        elif h["transition"] == "resolved" and fp in opened:
+        elif h.transition == "resolved" and fp in opened:
             start = opened.pop(fp)
-            if h["ts"] >= since:
-                rep.incidents.append({"fingerprint": fp, "severity": start["severity"], "summary": start["summary"],
-                                      "start": start["ts"], "end": h["ts"], "duration": h["duration"]})
-        if h["transition"] == "pending" and h["ts"] >= since:
-            rep.breaches[h["check_name"]] = rep.breaches.get(h["check_name"], 0) + 1
+            if h.ts >= since:
+                rep.incidents.append({"fingerprint": fp, "severity": start.severity, "summary": start.summary,
+                                      "start": start.ts, "end": h.ts, "duration": h.duration})
+        if h.transition == "pending" and h.ts >= since:
+            rep.breaches[h.check_name] = rep.breaches.get(h.check_name, 0) + 1
     for fp, start in opened.items():
-        rep.incidents.append({"fingerprint": fp, "severity": start["severity"], "summary": start["summary"],
-                              "start": start["ts"], "end": None, "duration": now - start["ts"]})
+        rep.incidents.append({"fingerprint": fp, "severity": start.severity, "summary": start.summary,
+                              "start": start.ts, "end": None, "duration": now - start.ts})
     paths: dict[str, list[float]] = {}
     for _, target, v in st.samples(env, "path_p95_ms", since, now):
         paths.setdefault(target, []).append(v)

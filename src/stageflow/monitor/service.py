@@ -15,6 +15,7 @@ from typing import Any
 from stageflow.errors import OperationError
 from stageflow.monitor.engine import Cycle, Monitor
 from stageflow.procs import proc_stat
+from stageflow.state.records import StateDamaged
 from stageflow.workspace import Workspace
 
 Echo = Callable[[str], None]
@@ -48,14 +49,17 @@ class Leader:
         st = self.monitor.state
         me, host = os.getpid(), socket.gethostname()
         with st.tx():
-            row = st.leader()
-            if row is not None and row["pid"] != me:
-                state, ticks = proc_stat(row["pid"])
-                alive = state not in ("", "Z") and (row["start_ticks"] is None or ticks == row["start_ticks"])
-                fresh = time.time() - row["heartbeat"] < max(120.0, self.monitor.interval * 3)
-                if (row["host"] != host and fresh) or (row["host"] == host and alive):
+            try:
+                row = st.leader()
+            except StateDamaged:
+                row = None  # a record that makes no sense vouches for no live monitor: take its place
+            if row is not None and row.pid != me:
+                state, ticks = proc_stat(row.pid)
+                alive = state not in ("", "Z") and (row.start_ticks is None or ticks == row.start_ticks)
+                fresh = time.time() - row.heartbeat < max(120.0, self.monitor.interval * 3)
+                if (row.host != host and fresh) or (row.host == host and alive):
                     raise OperationError(
-                        f"a continuous monitor already watches this project (pid {row['pid']} on {row['host']})",
+                        f"a continuous monitor already watches this project (pid {row.pid} on {row.host})",
                         hint="stop it first; two would send every alert twice")
             st.set_leader(host, me, proc_stat(me)[1], time.time())
 
@@ -150,13 +154,13 @@ def alerts_summary(monitor: Monitor, now: float | None = None) -> dict[str, Any]
     by_severity: dict[str, int] = {}
     noisy: dict[str, int] = {}
     for h in history:
-        if h["transition"] in ("firing", "escalated"):
-            by_severity[h["severity"]] = by_severity.get(h["severity"], 0) + 1
-        if h["transition"] in ("pending", "firing", "resolved", "cancelled"):
-            noisy[h["fingerprint"]] = noisy.get(h["fingerprint"], 0) + 1
-    failed = [{"id": r["id"], "notifier": r["notifier"], "env": r["env"], "kind": r["kind"], "error": r["last_error"]}
+        if h.transition in ("firing", "escalated"):
+            by_severity[h.severity] = by_severity.get(h.severity, 0) + 1
+        if h.transition in ("pending", "firing", "resolved", "cancelled"):
+            noisy[h.fingerprint] = noisy.get(h.fingerprint, 0) + 1
+    failed = [{"id": r.id, "notifier": r.notifier, "env": r.env, "kind": r.kind, "error": r.last_error}
               for r in st.outbox("failed")]
-    pending = len(st.outbox("pending"))
+    pending = st.count_outbox("pending")
     return {
         "active": active,
         "last_24h": {"fired_by_severity": by_severity, "transitions": len(history)},

@@ -8,7 +8,7 @@ containers behind an nginx container (``compose``). Where a release runs is the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -182,4 +182,10 @@ class Runtime(Protocol):
     def host_lock(self) -> HostLock | None:
         """The env's lock record on the target host, when the target is shared (a Docker Engine two
         checkouts may deploy to); None when this machine's state is the only place (local)."""
+        ...
+
+    def prune(self, keep: Collection[str]) -> list[str]:
+        """``cleanup``: remove what this env's runtime holds for releases outside ``keep`` (compose:
+        release images; exited containers and dangling images of this project too). Never touches
+        another project's things. Returns what it removed, one short line each."""
         ...

@@ -26,7 +26,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
@@ -69,6 +70,8 @@ class ComposeRuntime:
         self._release: str | None = None
         #: (tag, image ID it had before this deploy moved it), to move it back on failure.
         self._moved: list[tuple[str, str | None]] = []
+        #: The release the workers were last brought to by this instance (None: not touched).
+        self._workers_on: str | None = None
 
     # files and names -----------------------------------------------------------------------------
     @property
@@ -87,6 +90,11 @@ class ComposeRuntime:
         from stageflow.generate.compose import build_compose
 
         return build_compose(self.ctx.config, self.env, root=self.ctx.root)
+
+    @property
+    def _project_label(self) -> str:
+        """Every image a deploy builds carries it: ``cleanup`` finds this project's dangling ones by it."""
+        return f"{PROJECT_LABEL}={self.ctx.config.project}"
 
     def release_image(self, service: str, release: str) -> str:
         """``<project>/<service>:<release>``: what a release's build is tagged."""
@@ -121,6 +129,39 @@ class ComposeRuntime:
     def _run(self, argv: Sequence[str], what: str, *, timeout: float | None = None, check: bool = True,
              env: dict[str, str] | None = None) -> Result:
         return self.runner.run(argv, cwd=self.ctx.root, timeout=timeout, check=check, what=what, env=env)
+
+    @contextmanager
+    def _plain_env_file(self) -> Iterator[None]:
+        """An encrypted env file's plain copy (0600) for as long as Compose reads it; removed afterwards,
+        also on failure. The compose file names it as optional: nothing else ever sees it."""
+        from stageflow.generate.compose import env_file_encrypted
+
+        if not env_file_encrypted(self.ctx.root, self.ctx.config, self.env):
+            yield
+            return
+        from stageflow.config.envfile import format_env
+        from stageflow.fsutil import make_dirs, remove_file, write_file
+
+        path = self._secrets_path()
+        make_dirs(path.parent, root=self.ctx.root)
+        try:
+            # The runtime's own variables too: the computed DATABASE_URL carries the password.
+            write_file(path, format_env({**self.ctx.file_vars, **self._runtime_vars()}), root=self.ctx.root,
+                       mode=0o600)
+            yield
+        finally:
+            remove_file(path, root=self.ctx.root)
+
+    def _secrets_path(self) -> Path:
+        from stageflow.generate.compose import SECRETS_ENV_FILE
+
+        return self.ctx.root / SECRETS_ENV_FILE.format(env=self.env)
+
+    def _up(self, *args: str, what: str, timeout: float = 300) -> Result:
+        """``docker compose up -d ARGS``: the only call that creates containers, so the only one that
+        needs the env file's plain text."""
+        with self._plain_env_file():
+            return self._run(self.compose("up", "-d", *args), what, timeout=timeout)
 
     # containers ------------------------------------------------------------------------------------
     def _containers(self, service: str | None = None, *, running_only: bool = False) -> list[str]:
@@ -217,12 +258,16 @@ class ComposeRuntime:
         if action == "prepare":
             return f"and its image{'s' if len(self._built_services()) > 1 else ''} (docker build, tagged by release)"
         if action == "start":
-            return f"as {self.ctx.env.replicas} new {self.web} container(s) beside the old (docker compose up --scale)"
+            n, batch = self.ctx.env.replicas, min(self.ctx.env.batch, self.ctx.env.replicas)
+            how = f", {batch} at a time, each batch health-gated (stageflow's gate, then Docker's)" if n > 1 else ""
+            return f"as {n} new {self.web} container(s) beside the old (docker compose up --scale){how}"
         if action == "probe":
             return f"the new {self.web} container(s)"
         if action == "cutover":
-            return f"Docker health, then the nginx container's upstream-{self.env}.conf → the new container(s), " \
-                   "nginx -t, reload"
+            workers = ", ".join(self._workers())
+            moved = f"{workers} on the new image (recreated only when image or config changed), " if workers else ""
+            return f"Docker health, {moved}then the nginx container's upstream-{self.env}.conf → the new " \
+                   "container(s), nginx -t, reload"
         if action == "stop":
             n = len(self._of(placement))
             return f"({n} container(s))" if n else ""
@@ -297,15 +342,26 @@ class ComposeRuntime:
         return "pass", f"{free // 2**20} MiB free on the engine's data root"
 
     def sweep_orphans(self, keep: Placement | None) -> list[str]:
-        """Web containers no record vouches for (a killed deploy's new ones); the file's tag goes back."""
+        """Web containers no record vouches for (a killed deploy's new ones); the file's tags go back, and
+        a plain env-file copy a killed deploy left is removed."""
         kept = set(self._of(keep))
         stray = [n for n in self._containers(self.web) if n not in kept]
         if stray:
             self._run(["docker", "rm", "-f", *stray], "remove stray containers", check=False, timeout=120)
-        if keep is not None and isinstance(keep.data.get("image"), str) and self.file.exists():
-            # A deploy killed after moving the tag would leave `docker compose up` on the new image.
-            tag = self._service_tag(self._doc(), self.web)
-            self._run(["docker", "tag", str(keep.data["image"]), tag], "docker tag", check=False, timeout=60)
+        if keep is not None and self.file.exists():
+            # A deploy killed after moving the tags would leave `docker compose up` on its images.
+            doc = self._doc()
+            for name in self._built_services():
+                image = keep.data.get("image") if name == self.web else None
+                if not isinstance(image, str):
+                    image = self._image_id(self.release_image(name, keep.slot))
+                if image:
+                    self._run(["docker", "tag", image, self._service_tag(doc, name)], "docker tag", check=False,
+                              timeout=60)
+        if self._secrets_path().exists():  # a deploy killed while Compose read the plain copy
+            from stageflow.fsutil import remove_file
+
+            remove_file(self._secrets_path(), root=self.ctx.root)
         return stray
 
     def repair_routing(self, placement: Placement) -> str | None:
@@ -344,7 +400,7 @@ class ComposeRuntime:
             else:
                 context = release_dir / svc.build
                 # --force-rm: a failed build leaves no intermediate container on the engine.
-                argv = ["docker", "build", "-q", "--force-rm", "-t", tag]
+                argv = ["docker", "build", "-q", "--force-rm", "--label", self._project_label, "-t", tag]
                 if base:
                     argv += ["--build-arg", f"BASE_IMAGE={base}"]
                 self._run([*argv, str(context)], f"docker build of {name}", timeout=1800)
@@ -368,7 +424,7 @@ class ComposeRuntime:
             dockerfile = Path(tmp) / "Dockerfile"
             # Release ids are [0-9A-Za-z.-] only (see deploy.release.release_id): safe as Dockerfile words.
             dockerfile.write_text(f"FROM {tag}\nENV APP_VERSION={release} STAGEFLOW_RELEASE={release}\n"
-                                  f"LABEL io.stageflow.release={release}\n")
+                                  f"LABEL io.stageflow.release={release} {self._project_label}\n")
             self.runner.run(["docker", "build", "-q", "-t", tag, "-"], stdin_path=dockerfile, check=True,
                             what="docker build (release stamp)", timeout=300)
 
@@ -376,7 +432,7 @@ class ComposeRuntime:
         """PostgreSQL and Redis up and healthy; running ones are left as they are (never recreated)."""
         infra = [n for n in ("db", "redis") if n in self._doc()["services"]]
         if infra:
-            self._run(self.compose("up", "-d", "--wait", "--no-recreate", *infra), "start db/redis", timeout=300)
+            self._up("--wait", "--no-recreate", *infra, what="start db/redis")
 
     def _app_env(self) -> dict[str, str]:
         """The app's variables as the containers see them: the stack's own hosts for the database and cache."""
@@ -395,13 +451,22 @@ class ComposeRuntime:
             out["REDIS_URL"] = "redis://redis:6379/0"
         return out
 
+    def _runtime_vars(self) -> dict[str, str]:
+        """What the env file does not say: computed URLs and ``variables:``."""
+        return {k: v for k, v in self._app_env().items() if self.ctx.file_vars.get(k) != v}
+
     def _write_runtime_env(self) -> None:
-        """What the env file does not say (computed URLs, ``variables:``) for the app containers, 0600."""
+        """What the env file does not say (computed URLs, ``variables:``) for the app containers, 0600.
+
+        With an encrypted env file these go into its temporary plain copy instead: the computed
+        ``DATABASE_URL`` holds the password, which must not sit in clear text next to the ciphertext.
+        """
         from stageflow.config.envfile import format_env
         from stageflow.fsutil import make_dirs, write_file
-        from stageflow.generate.compose import RUNTIME_ENV_FILE
+        from stageflow.generate.compose import RUNTIME_ENV_FILE, env_file_encrypted
 
-        extra = {k: v for k, v in self._app_env().items() if self.ctx.file_vars.get(k) != v}
+        encrypted = env_file_encrypted(self.ctx.root, self.ctx.config, self.env)
+        extra = {} if encrypted else self._runtime_vars()
         path = self.ctx.root / RUNTIME_ENV_FILE.format(env=self.env)
         make_dirs(path.parent, root=self.ctx.root)
         write_file(path, format_env(extra), root=self.ctx.root, mode=0o600)
@@ -446,7 +511,14 @@ class ComposeRuntime:
         return svc.release
 
     def start(self, release: str, release_dir: Path, placement: Placement) -> str:
-        """Move the service tags to the release's images and add new web containers beside the old."""
+        """Move the service tags to the release's images and add new web containers beside the old.
+
+        With ``replicas`` > 1 they start ``batch_size`` at a time, and each batch passes stageflow's
+        health gate and Docker's health check before the next one starts: a broken release stops at
+        its first batch, and no more containers boot at once than the machine was told to bear. No
+        traffic reaches any of them before :meth:`cut_over`; a failure leaves every started one in
+        ``_started`` for :meth:`stop` to remove.
+        """
         self._ensure_infra()
         doc = self._doc()
         self._release = release
@@ -456,13 +528,39 @@ class ComposeRuntime:
             self._run(["docker", "tag", self.release_image(name, release), tag], "docker tag", timeout=60)
         before = set(self._containers(self.web))
         running = len(self._containers(self.web, running_only=True))
-        replicas = 1 if not self.zero_downtime else self.ctx.env.replicas
-        self._run(self.compose("up", "-d", "--no-deps", "--no-recreate", "--scale", f"{self.web}={running + replicas}",
-                               self.web), f"start {self.web}", timeout=300)
-        self._started = sorted(set(self._containers(self.web)) - before)
-        if not self._started:
-            raise OperationError(f"docker compose started no new {self.web} container")
-        return f"{len(self._started)} container(s) of {release}: {', '.join(self._started)}"
+        replicas = self.ctx.env.replicas if self.zero_downtime else 1
+        batch = min(self.ctx.env.batch, replicas)
+        self._started = []
+        batches = 0
+        while len(self._started) < replicas:
+            n = min(batch, replicas - len(self._started))
+            scale = running + len(self._started) + n
+            self._up("--no-deps", "--no-recreate", "--scale", f"{self.web}={scale}", self.web,
+                     what=f"start {self.web}")
+            new = sorted(set(self._containers(self.web)) - before - set(self._started), key=_replica_number)
+            self._started += new
+            if not new:
+                raise OperationError(f"docker compose started no new {self.web} container")
+            batches += 1
+            if replicas > 1:
+                self._gate(new)
+        how = f" in {batches} health-gated batch(es) of {batch}" if replicas > 1 else ""
+        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}"
+
+    def _gate(self, names: Sequence[str]) -> None:
+        """Stageflow's health gate on each container's own address, then Docker's health check."""
+        from stageflow.deploy.health import wait_healthy
+
+        health = self.ctx.config.web_service[1].health
+        assert health is not None  # the web service always has one
+        _, prober = self.public_probe()
+        for name in names:
+            gate = wait_healthy(self._url(name), expect=health.expect, timeout=health.timeout,
+                                interval=health.interval, deadline=health.deadline, probe=prober,
+                                fail_fast=lambda: self._why_down(names))
+            if not gate.ok:
+                raise OperationError(f"health gate failed for {name}: {gate.reason}")
+        self._wait_docker_healthy(names, health.deadline + 15.0)
 
     def settle(self, placement: Placement) -> Placement:
         """The started containers, by name, with their image."""
@@ -483,18 +581,26 @@ class ComposeRuntime:
 
     def probe_url(self, placement: Placement) -> str:
         """The first container of the placement, on its address in the env's network."""
-        health = self.ctx.config.web_service[1].health
-        path = health.path if health else "/"
         names = self._of(placement)
-        ip = self._ip(names[0]) if names else None
-        return f"http://{ip or '0.0.0.0'}:{self.port}{path}" if names else f"http://<new {self.web} container>{path}"
+        if names:
+            return self._url(names[0])
+        health = self.ctx.config.web_service[1].health
+        return f"http://<new {self.web} container>{health.path if health else '/'}"
+
+    def _url(self, name: str) -> str:
+        health = self.ctx.config.web_service[1].health
+        return f"http://{self._ip(name) or '0.0.0.0'}:{self.port}{health.path if health else '/'}"
 
     def exited(self, placement: Placement) -> str | None:
         """A container of the placement stopped, restarts, or Docker calls it unhealthy."""
-        for d in self._inspect(self._of(placement)):
+        return self._why_down(self._of(placement))
+
+    def _why_down(self, names: Sequence[str]) -> str | None:
+        for d in self._inspect(names):
             name = str(d.get("Name", "")).lstrip("/")
             state = d.get("State", {})
-            if state.get("Status") in ("exited", "dead") or state.get("Restarting"):
+            # A new container that restarted once already crashed once: it is no candidate for traffic.
+            if state.get("Status") in ("exited", "dead") or state.get("Restarting") or d.get("RestartCount"):
                 tail = self._log_tail(name)
                 return f"the {self.web} container {name} exited (code {state.get('ExitCode')})" + (
                     f"; last log lines: {tail}" if tail else "")
@@ -515,14 +621,14 @@ class ComposeRuntime:
             states = {str(d.get("Name", "")).lstrip("/"): (d.get("State", {}).get("Health") or {}).get("Status")
                       for d in self._inspect(names)}
             pending = [n for n, s in states.items() if s not in (None, "healthy")]
-            bad = [n for n, s in states.items() if s == "unhealthy"]
-            if bad:
-                raise OperationError(f"Docker reports {', '.join(bad)} unhealthy")
+            down = self._why_down(pending) if pending else None
+            if down:
+                raise OperationError(down)
             if not pending:
                 return
             if time.monotonic() > end:
                 raise OperationError(f"Docker did not report {', '.join(pending)} healthy within {deadline:.0f}s")
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     def _upstream_file(self) -> Path:
         from stageflow.generate.upstream import upstream_filename
@@ -552,7 +658,7 @@ class ComposeRuntime:
         old = up.read_text() if up.exists() else None
         _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{n}:{self.port}" for n in names]))
         if not self._nginx_running():
-            self._run(self.compose("up", "-d", "--no-deps", "--force-recreate", "nginx"), "start nginx", timeout=120)
+            self._up("--no-deps", "--force-recreate", "nginx", what="start nginx", timeout=120)
             self._wait_running("nginx")
             self._wait_answers()
             return "nginx container started"
@@ -593,15 +699,56 @@ class ComposeRuntime:
         raise OperationError(f"the {service} container did not start within {timeout:.0f}s")
 
     def cut_over(self, placement: Placement) -> str:
-        """Docker health of the new containers, then the nginx container routes to them."""
+        """Docker health of the new containers, the workers on the placement's release, then the nginx
+        container routes to them (a worker that fails to start leaves traffic where it was)."""
         names = self._of(placement)
         if not names:
             raise OperationError(f"no {self.web} containers to route to")
         if placement.slot == NEW:
             health = self.ctx.config.web_service[1].health
             self._wait_docker_healthy(names, (health.deadline if health else 60.0) + 15.0)
+        workers = self._converge_workers(self._release if placement.slot == NEW else placement.slot)
         how = self._route(names)
-        return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}"
+        return f"{workers}nginx upstream-{self.env}.conf → {', '.join(names)}, {how}"
+
+    def _workers(self) -> list[str]:
+        return [n for n in self.ctx.config.services if n != self.web]
+
+    def _converge_workers(self, release: str | None) -> str:
+        """The non-web services on ``release``'s images (None: on whatever their tags name now).
+
+        ``docker compose up`` recreates only a service whose image or configuration changed, so a
+        worker whose release did not change keeps running; PostgreSQL and Redis are never named.
+        """
+        workers = self._workers()
+        if not workers:
+            return ""
+        if release is not None:
+            doc = self._doc()
+            for name in workers:
+                if self.ctx.config.services[name].build is None:
+                    continue
+                image = self._image_id(self.release_image(name, release))
+                if image is None:
+                    raise OperationError(f"the image of {name} for {release} is gone", hint=(
+                        f"deploy a release whose image exists: docker images {self.ctx.config.project}/{name}"))
+                self._run(["docker", "tag", image, self._service_tag(doc, name)], "docker tag", timeout=60)
+        before = self._container_ids(workers)
+        self._up("--no-deps", *workers, what=f"start {', '.join(workers)}")
+        self._workers_on = release
+        for name in workers:
+            self._wait_running(name)
+        after = self._container_ids(workers)
+        changed = sorted(n for n in workers if after.get(n) != before.get(n))
+        return f"{', '.join(changed) or 'no worker'} recreated; "
+
+    def _container_ids(self, services: Sequence[str]) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        for d in self._inspect(self._containers()):
+            service = str((d.get("Config", {}).get("Labels") or {}).get("com.docker.compose.service", ""))
+            if service in services:
+                found.setdefault(service, set()).add(str(d.get("Id", "")))
+        return {k: frozenset(v) for k, v in found.items()}
 
     def public_probe(self) -> tuple[str, Prober]:
         """Through the nginx container's published port (https when the site serves TLS).
@@ -653,6 +800,9 @@ class ComposeRuntime:
                     self._run(["docker", "tag", image, tag], "docker tag", check=False, timeout=60)
             self._moved.clear()
             self._started = []
+            if self._workers_on is not None and self._workers_on == self._release:
+                # The workers moved to the failed release before traffic did: back to the tags' images.
+                self._converge_workers(None)
         return len(names)
 
     # operating -------------------------------------------------------------------------------------
@@ -754,6 +904,43 @@ class ComposeRuntime:
 
         return EngineLock(self.runner, self.project, self.env, self.host.where, self.host.hint)
 
+    def prune(self, keep: Collection[str]) -> list[str]:
+        """Exited containers of this env's project, dangling images this project built, and release
+        images (``<project>/<service>:<release>``) of releases outside ``keep``.
+
+        Everything is found by this project's own labels and repository names, never by an
+        engine-wide prune, so another project on the same engine keeps all of its things.
+        """
+        removed: list[str] = []
+        r = self._run(["docker", "ps", "-a", "--format", "{{.ID}} {{.Names}}", "--filter", "status=exited",
+                       "--filter", "status=dead", "--filter", f"label=com.docker.compose.project={self.project}"],
+                      "docker ps", timeout=60, check=True)
+        exited = [line.split(None, 1) for line in r.stdout.splitlines() if len(line.split(None, 1)) == 2]
+        if exited:
+            self._run(["docker", "rm", *[cid for cid, _ in exited]], "docker rm", timeout=120, check=True)
+            removed += [f"exited container {name}" for _, name in exited]
+        r = self._run(["docker", "images", "-q", "--no-trunc", "--filter", "dangling=true",
+                       "--filter", f"label={self._project_label}"], "docker images", timeout=60, check=True)
+        dangling = sorted(set(r.stdout.split()))
+        for image in dangling:
+            # One at a time: an image a container still uses is refused, and the others still go.
+            if self._run(["docker", "image", "rm", image], "docker image rm", timeout=120, check=False).ok:
+                removed.append(f"dangling image {image.removeprefix('sha256:')[:12]}")
+        stale = sorted(ref for ref in self._release_refs() if ref.rpartition(":")[2] not in keep)
+        if stale:
+            # `image rm TAG` drops the tag; the layers go with the last tag no container uses.
+            self._run(["docker", "image", "rm", *stale], "docker image rm", timeout=300, check=False)
+            left = self._release_refs()
+            removed += [f"image {ref}" for ref in stale if ref not in left]
+        return removed
+
+    def _release_refs(self) -> set[str]:
+        """``<project>/<service>:<release>`` tags of this project's built services on the engine."""
+        repos = {f"{self.ctx.config.project}/{name}" for name in self._built_services()}
+        r = self._run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                       f"reference={self.ctx.config.project}/*"], "docker images", timeout=60, check=True)
+        return {ref for ref in r.stdout.split() if ref.rpartition(":")[0] in repos}
+
     def down(self) -> int:
         """``docker compose down`` (volumes kept: the database survives)."""
         n = len(self._containers(running_only=True))
@@ -764,6 +951,15 @@ class ComposeRuntime:
         self._run(self.compose("down", "--remove-orphans", "-t", str(max(1, int(self.ctx.env.drain)))), "compose down",
                   timeout=300)
         return n
+
+
+PROJECT_LABEL = "io.stageflow.project"
+
+
+def _replica_number(name: str) -> tuple[int, str]:
+    """``<project>-<service>-<n>`` in the order Compose numbered them (``-10`` after ``-9``)."""
+    head, _, n = name.rpartition("-")
+    return (int(n), head) if n.isdigit() else (0, name)
 
 
 def _release_label(container: dict[str, Any]) -> str | None:

@@ -299,14 +299,17 @@ class EngineLock:
             return str(labels.get(f"{_LOCK_LABEL}.{key}", ""))
 
         started = label("started_at")
+        pid, lease = label("pid"), label("lease")
         try:
-            lease = float(label("lease"))
+            lease_value: float | str = float(lease)
         except ValueError:
-            lease = 0.0  # a damaged record vouches for no live holder: stale at once
-        pid = int(label("pid")) if label("pid").isdigit() else 0
-        info = LockInfo(env=label("env") or self.env, owner=label("owner") or "?", pid=pid, host=label("host") or "?",
-                        command=label("command"), started_at=started, heartbeat_at=self._heartbeat(cid) or started,
-                        lease_seconds=lease)
+            lease_value = lease
+        # Decoded like a row of state.db: a label that makes no sense gives a record marked damaged,
+        # which vouches for no live holder (taken over, never held forever).
+        info = LockInfo.read(_Row({"env": label("env") or self.env, "owner": label("owner") or "?",
+                              "pid": int(pid) if pid.isdigit() else pid, "host": label("host") or "?",
+                              "command": label("command"), "started_at": started,
+                              "heartbeat_at": self._heartbeat(cid) or started, "lease_seconds": lease_value}))
         return info, cid
 
     def _heartbeat(self, cid: str) -> str | None:
@@ -341,3 +344,11 @@ class EngineLock:
     def remove(self, token: str | None) -> None:
         """``docker rm`` of that very container (by ID), or of whichever holds the name."""
         self._docker("rm", "-f", token or self.name)
+
+
+class _Row(dict[str, object]):
+    """Labels shaped like a row of ``state.db`` (``keys()`` a list, as ``sqlite3.Row`` has it)."""
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        """The column names."""
+        return list(super().keys())

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -34,7 +34,7 @@ from stageflow.contexts import host_port, nginx_token
 from stageflow.deploy.release import file_hash
 from stageflow.errors import ConfigError, OperationError, StageflowError
 from stageflow.fsutil import allow_traverse, create_private, inside, make_dirs, open_append, read_file, write_file
-from stageflow.generate.upstream import render_upstream, upstream_filename, upstream_name
+from stageflow.generate.upstream import upstream_filename
 from stageflow.masking import masker
 from stageflow.procs import NO_PROCFS, is_ours, proc_stat, running
 from stageflow.runner import Runner
@@ -44,9 +44,12 @@ if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
     from stageflow.deploy.preflight import Check
+    from stageflow.generate.nginx import SiteOptions
     from stageflow.state.store import Store
 
 if TYPE_CHECKING:
+    import psutil
+
     from stageflow.monitor.resources import ServiceStats
 
 COLORS = ("blue", "green")
@@ -102,6 +105,8 @@ class LocalRuntime:
         venvs = Path(ctx.config.releases.venv_dir.format(env=self.env, project=ctx.config.project))
         self.venv_root = venvs if venvs.is_absolute() else ctx.root / venvs
         self.instance_prefix = f"{ctx.root}::{self.env}::"
+        self._version: tuple[int, int, int] | None = None
+        self._version_asked = False
 
     # ports and nginx ---------------------------------------------------------------------------
     @property
@@ -177,65 +182,70 @@ class LocalRuntime:
     def _nginx_conf(self) -> Path:
         return self.nginx_dir / "nginx.conf"
 
-    def _render_nginx(self) -> str:
-        d = self.nginx_dir
-        user = "user nobody nogroup;\n" if os.geteuid() == 0 else ""
-        name = upstream_name(self.ctx.config.project, self.env)
-        temp = "\n".join(
-            f"    {k}_temp_path {d / 'tmp' / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        listen = host_port(self.listen_host, self.ctx.env.url_port)
-        tls = ""
+    def _site_options(self) -> SiteOptions:
+        """The site ``config nginx`` writes for this env, as this env's private nginx serves it."""
+        from stageflow.generate.nginx import PrivateProxy, site_options
+
+        cert = key = None
         if self.https:
             cert, key = self.tls_files()
-            listen += " ssl"
-            tls = (f"        ssl_certificate {cert};\n        ssl_certificate_key {key};\n"
-                   "        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_session_cache shared:SSL_{n}:1m;\n"
-                   "        ssl_session_tickets off;\n").replace("{n}", self.env.replace("-", "_"))
-        return f"""# managed by stageflow for environment {self.env}
-{user}worker_processes 1;
-pid {d / 'nginx.pid'};
-error_log {d / 'error.log'} warn;
-events {{ worker_connections 1024; }}
-http {{
-    # "combined" plus the request time, which the monitor reads for latency percentiles.
-    log_format stageflow '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent '
-                         '"$http_referer" "$http_user_agent" rt=$request_time';
-    access_log {d / 'access.log'} stageflow;
-    server_tokens off;
-{temp}
-    include {d / upstream_filename(self.env)};
-    # Tells stageflow's own probes which upstream answered (status asks nginx what really serves);
-    # only a request carrying this env's probe token gets the header.
-    map $http_x_stageflow_probe $stageflow_upstream {{
-        default "";
-        "{self.probe_token()}" $upstream_addr;
-    }}
-    server {{
-        listen {listen};
-        server_name _;
-{tls}        location / {{
-            proxy_pass http://{name};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_connect_timeout 5s;
-            proxy_read_timeout 60s;
-            add_header X-Stageflow-Upstream $stageflow_upstream always;
-        }}
-    }}
-}}
-"""
+        private = PrivateProxy(self.nginx_dir, self.listen_host, cert, key)
+        return site_options(self.ctx.config, self.env, root=self.ctx.root, nginx_version=self._nginx_version(),
+                            private=private)
+
+    def _nginx_version(self) -> tuple[int, int, int] | None:
+        """``nginx -v`` of the binary in use (the site's http2 syntax depends on it); asked once."""
+        if not self._version_asked:
+            from stageflow.generate.nginx import parse_nginx_version
+
+            binary = self.nginx_binary
+            result = self.runner.run([binary, "-v"], what="nginx -v", timeout=10) if binary else None
+            self._version = parse_nginx_version(result.stderr or result.stdout) if result and result.ok else None
+            self._version_asked = True
+        return self._version
+
+    def _worker_account(self) -> tuple[str, str] | None:
+        """Who nginx's workers run as when stageflow is root (else None: stageflow's own user).
+
+        ``nobody``, who reads only htpasswd and the temp directories, when it can reach the app;
+        root when a parent directory keeps other users out (the pre-flight check says which): the
+        app's own processes run as root then anyway, and basic auth must not answer 500.
+        """
+        if os.geteuid() != 0:
+            return None
+        return ("root", "root") if self._shut_out() is not None else ("nobody", "nogroup")
+
+    def _shut_out(self) -> Path | None:
+        """The first directory from the app root up that other users cannot traverse, if any."""
+        import stat
+
+        for d in (self.ctx.root, *self.ctx.root.parents):
+            try:
+                if not os.stat(d).st_mode & stat.S_IXOTH:
+                    return d
+            except OSError:
+                return d
+        return None
+
+    def _write_proxy_config(self, port: int) -> None:
+        """The site (the very files ``config nginx`` renders), its upstream on ``port``, and nginx.conf."""
+        from stageflow.generate.nginx import render_main, write_site
+
+        opts = self._site_options()
+        root = self.ctx.root
+        write_site(root, opts, self.nginx_dir, [host_port(self.listen_host, port)], mode=0o600)
+        mime = Path("/etc/nginx/mime.types")  # the system's own file, for static files the site may serve
+        main = render_main(opts, probe_token=self.probe_token(), worker=self._worker_account(),
+                           mime_types=mime if mime.is_file() else None)
+        _atomic_write(self._nginx_conf(), main, root)
 
     def probe_token(self) -> str:
         """This env's probe token (made once, 0600): the key to nginx's upstream header."""
         path = self.nginx_dir / "probe.token"
         try:
             token = path.read_text().strip()
-            if len(token) == 32 and token.isalnum():
+            # It lands in nginx.conf: exactly what token_hex makes, or a new one.
+            if len(token) == 32 and all(c in "0123456789abcdef" for c in token):
                 return token
         except FileNotFoundError:
             pass
@@ -331,9 +341,11 @@ http {{
         return len(pids)
 
     def point_proxy(self, port: int) -> str:
-        """Cutover: rewrite only the upstream file, ``nginx -t``, then reload (or start); says which.
+        """Cutover: point the upstream file at ``port``, ``nginx -t``, then reload (or start); says which.
 
-        Starting also replaces the orphaned workers of a dead nginx master, and says so.
+        The site around it is rendered again by the renderer ``config nginx`` uses (the same text
+        unless stageflow.yml changed). Starting also replaces the orphaned workers of a dead nginx
+        master, and says so.
         """
         binary = self.nginx_binary
         if binary is None:
@@ -348,13 +360,12 @@ http {{
         up = self.nginx_dir / upstream_filename(self.env)
         old = read_file(up, root=root, limit=1 << 16)
         old_up = old.decode("utf-8", "replace") if old is not None else None
-        _atomic_write(conf, self._render_nginx(), root)
-        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [host_port(self.listen_host, port)]), root)
+        self._write_proxy_config(port)
         test = self.runner.run(nginx_cmd.test_config(binary, self.nginx_dir, conf), what="nginx -t")
         if not test.ok:
             if old_up is not None:
                 _atomic_write(up, old_up, root)
-            raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
+            raise OperationError(f"nginx -t rejected the new configuration: {test.brief()}")
         if self.nginx_running():
             old_workers = self._nginx_workers()
             self._signal_master(signal.SIGHUP, "nginx reload")
@@ -705,7 +716,12 @@ http {{
         return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
     def stop_color(self, color: str, drain: float = 10.0) -> int:
-        """Stop every service of ``color``: TERM (graceful drain), then KILL. Returns how many stopped."""
+        """Stop every service of ``color``: TERM (graceful drain), then KILL. Returns how many stopped.
+
+        A pid file that does not name our supervisor is never acted on; the processes it should have
+        named are still found by the instance tag in their environment, so a damaged or planted pid
+        file cannot leave this color's processes running unowned.
+        """
         count = 0
         for name in self.ctx.config.services:
             info = self._read_pidfile(name, color)
@@ -714,15 +730,40 @@ http {{
                 count += 1
             self._pidfile(name, color).unlink(missing_ok=True)
             self._restarts_file(name, color).unlink(missing_ok=True)
+        for proc, tagged_color, _ in self._tagged():
+            if tagged_color == color and self._kill_tagged(proc):
+                count += 1
         return count
+
+    def _tagged(self) -> Iterator[tuple[psutil.Process, str, dict[str, str]]]:
+        """Live processes whose environment carries this env's instance tag: (process, color, environ)."""
+        import psutil
+
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                environ = proc.environ()
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+                continue
+            tag = environ.get("STAGEFLOW_INSTANCE", "")
+            if tag.startswith(self.instance_prefix):
+                yield proc, tag[len(self.instance_prefix):], environ
+
+    def _kill_tagged(self, proc: psutil.Process) -> bool:
+        """Stop a tagged process: its whole group when it leads one (a supervisor: True), else it alone."""
+        import psutil
+
+        with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+            if os.getpgid(proc.pid) == proc.pid:
+                _terminate_group(self.runner, proc.pid, 2.0)
+                return True
+            self.runner.signal(proc.pid, signal.SIGKILL)
+        return False
 
     def sweep_pids(self, keep: Mapping[str, str] | None = None) -> list[int]:
         """Kill processes of this env that no pid file vouches for (left by a killed deploy).
 
         ``keep`` maps color → release that must survive. Returns killed pids.
         """
-        import psutil
-
         keep = keep or {}
         vouched = set()
         for color in keep:
@@ -730,26 +771,14 @@ http {{
         # A damaged pid file vouches for nothing, but never makes its processes orphans either.
         untrusted = {color for color in keep if self._pidfile_damaged(color)}
         killed: list[int] = []
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                environ = proc.environ()
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-                continue
-            tag = environ.get("STAGEFLOW_INSTANCE", "")
-            if not tag.startswith(self.instance_prefix):
-                continue
-            color = tag[len(self.instance_prefix):]
+        for proc, color, environ in self._tagged():
             if color in untrusted:
                 continue
             if color in keep and (proc.pid in vouched or _ancestor_in(proc, vouched)
                                   or environ.get("STAGEFLOW_RELEASE") == keep[color]):
                 continue
-            with contextlib.suppress(psutil.NoSuchProcess):
-                if os.getpgid(proc.pid) == proc.pid:
-                    _terminate_group(self.runner, proc.pid, 2.0)
-                else:
-                    self.runner.signal(proc.pid, signal.SIGKILL)
-                killed.append(proc.pid)
+            self._kill_tagged(proc)
+            killed.append(proc.pid)
         for color in COLORS:
             if color not in keep:
                 for name in self.ctx.config.services:
@@ -824,6 +853,16 @@ http {{
                 check = Check("runtime", check.status, f"{check.reason}; TLS with {self.tls_files()[0]}")
             except OperationError as exc:
                 check = Check("runtime", "fail", str(exc))
+        if check.status != "fail" and self.nginx_binary:
+            try:
+                self._site_options()  # a proxy: value nginx cannot take fails here, before anything starts
+            except StageflowError as exc:
+                check = Check("runtime", "fail", f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            shut = self._shut_out() if os.geteuid() == 0 else None
+            if check.status != "fail" and shut is not None:
+                check = Check("runtime", "warn", f"{check.reason}; nginx's workers run as root: {shut} "
+                              "keeps other users out, so 'nobody' could not read htpasswd or its temp files "
+                              f"(chmod o+x {shut} to run them as nobody)")
         return check
 
     def sweep_orphans(self, keep: Placement | None) -> list[str]:
@@ -954,6 +993,12 @@ http {{
     def host_lock(self) -> None:
         """None: the local runtime's target is this machine, whose state database already holds the lock."""
         return None
+
+    def prune(self, keep: Collection[str]) -> list[str]:
+        """Nothing: a release's files are its directory (pruned with its record), and virtualenvs are
+        shared by content (one per requirements hash)."""
+        del keep
+        return []
 
     def port_in_use(self, port: int) -> bool:
         """True when something listens on ``port`` at the listen host."""

