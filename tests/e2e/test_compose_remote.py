@@ -18,8 +18,10 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,10 +47,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_images: DockerImages,
     (s.root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     shutil.copy(sshd.known_hosts, s.root / "deploy" / "known_hosts")  # pinned host key, committed
     s.commit("staging on a remote engine over ssh")
-    s.env = dict(NO_ENGINE)
+    # A short private runtime directory: ssh's shared-connection sockets go there when the app's own
+    # path is too long for a socket (as under pytest's temporary directories).
+    runtime = Path(tempfile.mkdtemp(prefix="sfrt"))
+    s.env = {**NO_ENGINE, "XDG_RUNTIME_DIR": str(runtime)}
     yield s
     s.teardown()
     docker("rm", "-f", _lock_name(s))
+    for sock in (runtime / "stageflow-ssh").glob("*"):  # the shared connections, if still up
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=10)
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 def _lock_name(stack: Stack) -> str:

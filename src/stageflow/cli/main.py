@@ -396,6 +396,7 @@ def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root
     """Show who holds each environment's lock."""
     from stageflow.config.loader import load_project, resolve_env_name
     from stageflow.deploy.lock import read_lock, stale_reason
+    from stageflow.errors import OperationError
     from stageflow.masking import printable
     from stageflow.workspace import Workspace
 
@@ -412,7 +413,11 @@ def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root
                 console().print(printable(f"{name}: locked by {info.describe()}"
                                           + (f" — STALE: {stale}" if stale else "")), markup=False)
             target = _host_lock(ws, name, quiet=True)
-            found = target.read() if target is not None else None
+            try:
+                found = target.read() if target is not None else None
+            except OperationError as exc:  # the engine does not answer: say so, show the rest
+                console().print(printable(f"{name}: the lock on {target.where} is unknown: {exc}"), markup=False)
+                continue
             if found is not None and (info is None or (found[0].pid, found[0].host) != (info.pid, info.host)):
                 stale = stale_reason(found[0])
                 console().print(printable(f"{name}: locked on {target.where} by {found[0].describe()}"

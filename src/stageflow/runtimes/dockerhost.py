@@ -43,8 +43,9 @@ SHIM = """#!/bin/sh
 # environment's ssh config (paths come from the environment, never from this text).
 exec "$STAGEFLOW_SSH_BIN" -F "$STAGEFLOW_SSH_CONFIG" "$@"
 """
-#: Unix socket paths are limited to ~108 bytes; ControlPath adds a 40-character hash.
-_SOCKET_PATH_MAX = 100
+#: A Unix socket path has at most 107 bytes; ssh adds "/" + the 40-character %C hash + a 17-character
+#: temporary suffix while it sets the master up, so the directory may have 49.
+_CONTROL_DIR_MAX = 49
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,33 @@ class DockerHost:
                 lines.append(f"  {key} {text}")
         lines += ["Match all", "Include ~/.ssh/config", "Host *", "  ConnectTimeout 15",
                   "  ServerAliveInterval 15", "  ServerAliveCountMax 3"]
-        control = self.ssh_dir / "cm"
-        if len(str(control)) + 41 <= _SOCKET_PATH_MAX:
+        control = self._control_dir()
+        if control is not None:
             lines += ["  ControlMaster auto", f'  ControlPath "{control}/%C"', "  ControlPersist 60"]
         lines += ["Match all", "Include /etc/ssh/ssh_config", ""]
         return "\n".join(lines)
+
+    def _control_dir(self) -> Path | None:
+        """Where the shared connections' sockets go: ``.stageflow/ssh/cm`` when its path is short enough
+        for a socket, else ``$XDG_RUNTIME_DIR/stageflow-ssh`` (a private directory of this user); None:
+        no shared connection (each docker call opens its own)."""
+        own = self.ssh_dir / "cm"
+        if len(str(own)) <= _CONTROL_DIR_MAX:
+            return own
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        if not runtime or not os.path.isabs(runtime):
+            return None
+        try:
+            st = os.lstat(runtime)
+        except OSError:
+            return None
+        import stat
+
+        # Only a directory that is ours and nobody else's: another user must not see or plant sockets.
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & 0o077:
+            return None
+        shared = Path(runtime) / "stageflow-ssh"
+        return shared if len(str(shared)) <= _CONTROL_DIR_MAX else None
 
     def _write_files(self) -> Path:
         """The shim (0700) and this environment's config (0600), rewritten only when they changed."""
@@ -196,7 +219,9 @@ class DockerHost:
                 current = None
             if current != text.encode():
                 write_file(path, text, root=root, mode=mode)
-        make_dirs(self.ssh_dir / "cm", root=root)
+        control = self._control_dir()
+        if control is not None:
+            make_dirs(control, root=root if control.is_relative_to(root) else None)
         return bindir
 
     def tunnel_prober(self, runner: Runner) -> Prober:
