@@ -3,7 +3,7 @@
 One production stack, built once: the web service with 2 replicas started one batch at a time, a
 worker (``python manage.py worker``), PostgreSQL, Redis and nginx, and an env file encrypted at
 rest. The tests run in order on it: first deploy, a deploy under load, a release whose second
-batch dies, a rollback, and ``cleanup``.
+batch dies, one whose worker cannot start, a rollback, and ``cleanup``.
 """
 
 from __future__ import annotations
@@ -223,6 +223,30 @@ def test_a_second_batch_that_dies_removes_every_new_container(stack: Stack) -> N
     assert dep["outcome"] == "failed" and "rollback" in [s["name"] for s in dep["steps"]]
     assert killed[0] in dep["error"] or "exited" in dep["error"], dep["error"]
     assert not (stack.root / ".stageflow" / "compose" / f"{ENV}.secrets.env").exists()
+
+
+def test_a_worker_that_cannot_start_sends_traffic_back_and_the_workers_too(stack: Stack) -> None:
+    good = stack.get(ENV).json()["version"]
+    old_web = _ids(stack, "backend")
+    worker_py = stack.root / "notes" / "management" / "commands" / "worker.py"
+    code = worker_py.read_text()
+    worker_py.write_text('raise SystemExit("this release\'s worker cannot start")\n' + code)
+    stack.commit("a release whose worker dies at start")
+    try:
+        with Load(stack.ports[ENV], max_seconds=300) as load:
+            proc = stack.sf("deploy", ENV, "--yes", check=False)
+    finally:
+        worker_py.write_text(code)
+        stack.commit("the worker starts again")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert load.failures == [] and load.ok > 5, (load.ok, load.failures[:5])
+    assert stack.get(ENV).json()["version"] == good
+    assert _ids(stack, "backend") == old_web
+    (worker,) = _containers(stack, "worker")
+    assert worker["State"]["Running"] and worker["Image"] == _image_id(f"{stack.project}/worker:{good}")
+    dep = stack.last_deployment(ENV)
+    assert dep["outcome"] == "failed" and "rollback" in [s["name"] for s in dep["steps"]]
+    assert "worker container" in dep["error"], dep["error"]
 
 
 def test_rollback_puts_the_web_and_the_workers_back(stack: Stack) -> None:

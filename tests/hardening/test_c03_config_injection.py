@@ -50,6 +50,8 @@ def test_validate_names_the_tls_variable(tmp_path: Path, value: str) -> None:
     ("domain", "example.com; return 200"),
     ("static_url", "/static/ { return 200; }"),
     ("admin_allow", "10.0.0.0/8; allow all"),
+    ("api_rate", "20r/s burst=1000000"),
+    ("login_rate", "10r/m;\n    allow all"),
 ])
 def test_config_nginx_refuses_proxy_values_that_break_out(tmp_path: Path, key: str, value: str) -> None:
     root = write_practika_project(tmp_path / "app")
@@ -82,4 +84,19 @@ def test_deploy_refuses_a_tls_path_that_would_take_over_nginx(practika: App) -> 
         assert "pwned" not in conf.read_text(), conf
     releases = practika.root / ".stageflow" / "releases"
     assert not releases.exists() or not [p for p in os.listdir(releases) if not p.startswith(".")]
+    assert practika.instance_processes() == []
+
+
+@pytest.mark.e2e
+def test_deploy_refuses_proxy_values_before_anything_starts(practika: App) -> None:
+    """A local deploy serves the `config nginx` site, so its values are checked the same way, up front."""
+    cfg = yaml.safe_load((practika.root / "stageflow.yml").read_text())
+    cfg["environments"]["dev"]["proxy"] = {"csp": "default-src 'self'\n    return 200 pwned;"}
+    (practika.root / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    practika.commit("hostile csp")
+    proc = run(practika.root, "deploy", "dev", timeout=120)
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "environments.dev.proxy.csp" in proc.stderr and "Traceback" not in proc.stderr
+    nginx_dir = practika.root / ".stageflow" / "nginx" / "dev"
+    assert not nginx_dir.is_dir() or not any("pwned" in p.read_text() for p in nginx_dir.glob("*.conf"))
     assert practika.instance_processes() == []

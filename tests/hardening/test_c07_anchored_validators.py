@@ -61,6 +61,8 @@ def test_config_values_with_a_trailing_newline_are_refused(tmp_path: Path, edit:
     ({"domain": "example.com\n"}, "domain"),
     ({"static_root": "/srv/static\n"}, "static_root"),
     ({"login_paths": ["/login/\n"]}, "login_paths"),
+    ({"api_rate": "20r/s\n"}, "api_rate"),
+    ({"login_rate": "10r/m\n"}, "login_rate"),
 ])
 def test_nginx_values_with_a_trailing_newline_are_refused(tmp_path: Path, proxy: dict[str, object], key: str) -> None:
     root = write_practika_project(tmp_path / "app")

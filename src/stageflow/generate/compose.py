@@ -7,7 +7,7 @@ own ``${VAR}`` interpolation, so a ``$`` in a command reaches the container unch
 Shape (Practika: web service ``backend`` on port 8000, ``worker``, PostgreSQL, Redis):
 
 * ``backend`` – built from ``services.backend.build`` with ``args: {BASE_IMAGE: ...}``; HTTP
-  healthcheck with Python's urllib against the health path; replicas from the environment.
+  healthcheck (a GET of the health path over a socket, every 2 s); replicas from the environment.
 * other services (``worker``) – same hardening; ``services.<name>.healthcheck`` (a shell command)
   as healthcheck, else a liveness check of the service's process.
 * ``db`` (``database.engine: postgres``), ``redis`` (``cache.engine: redis``) – official images,
@@ -16,7 +16,8 @@ Shape (Practika: web service ``backend`` on port 8000, ``worker``, PostgreSQL, R
   left out in the dev profile, where the web service is published on loopback instead.
 
 ``environments.<env>.images`` overrides images per environment (keys: a service name, ``base``,
-``db``, ``redis``, ``nginx``).
+``db``, ``redis``, ``nginx``). An env file encrypted at rest is named through the plain copy the
+compose runtime writes only while it creates containers (``SECRETS_ENV_FILE``, optional).
 
 Every service: healthcheck, ``depends_on`` with ``condition: service_healthy``, restart policy,
 ``deploy.resources.limits``, json-file log rotation, ``no-new-privileges``, ``cap_drop: [ALL]`` plus

@@ -8,9 +8,14 @@
   environment (``full``) or a rollback reuses that image and never rebuilds.
 * The service's own tag in the file (``<project>-<service>:<env>``) points at the release that
   serves; a deploy moves it to the new image, starts new web containers *beside* the old ones
-  (``up --no-deps --no-recreate --scale``), gates them (stageflow's HTTP gate, then Docker's own
-  health), rewrites the nginx container's upstream to them, ``nginx -t``, reloads, drains, and
-  removes the old containers. PostgreSQL and Redis are started when missing, never recreated.
+  (``up --no-deps --no-recreate --scale``; with replicas > 1 ``batch_size`` at a time, each batch
+  gated before the next), gates them (stageflow's HTTP gate, then Docker's own health), rewrites
+  the nginx container's upstream to them, ``nginx -t``, reloads, moves the workers (recreated only
+  when their image or config changed), drains, and removes the old containers. PostgreSQL and
+  Redis are started when missing, never recreated.
+* An encrypted env file reaches Compose as a 0600 plain copy that exists only around the
+  ``docker compose up`` calls; ``cleanup`` prunes this project's release images, exited containers
+  and dangling images, found by its own labels and names.
 * The release command runs in a one-off container of the new image on the env's internal network.
 * Every docker call carries ``DOCKER_HOST`` when ``environments.<env>.docker_host`` is set; for an
   ``ssh://`` engine the docker CLI's ssh gets the environment's ssh config, health probes travel
@@ -22,6 +27,7 @@ A placement is ``{"slot": <release>, "containers": [...], "image": <id>}``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
     from stageflow.state.store import Store
 
 NEW = "new"
+#: Seconds a recreated worker must keep running (no exit, no restart) before a deploy goes on.
+WORKER_SETTLE = 3.0
 
 
 class ComposeRuntime:
@@ -265,9 +273,9 @@ class ComposeRuntime:
             return f"the new {self.web} container(s)"
         if action == "cutover":
             workers = ", ".join(self._workers())
-            moved = f"{workers} on the new image (recreated only when image or config changed), " if workers else ""
-            return f"Docker health, {moved}then the nginx container's upstream-{self.env}.conf → the new " \
-                   "container(s), nginx -t, reload"
+            moved = f", then {workers} on the new image (recreated only if image or config changed)" if workers else ""
+            return f"Docker health, then the nginx container's upstream-{self.env}.conf → the new container(s), " \
+                   f"nginx -t, reload{moved}"
         if action == "stop":
             n = len(self._of(placement))
             return f"({n} container(s))" if n else ""
@@ -545,7 +553,9 @@ class ComposeRuntime:
             if replicas > 1:
                 self._gate(new)
         how = f" in {batches} health-gated batch(es) of {batch}" if replicas > 1 else ""
-        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}"
+        # No proxy, no cutover (the dev profile stops the old release first): the workers move now.
+        workers = "" if self.zero_downtime else self._converge_workers(release)
+        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}{workers}"
 
     def _gate(self, names: Sequence[str]) -> None:
         """Stageflow's health gate on each container's own address, then Docker's health check."""
@@ -602,7 +612,8 @@ class ComposeRuntime:
             # A new container that restarted once already crashed once: it is no candidate for traffic.
             if state.get("Status") in ("exited", "dead") or state.get("Restarting") or d.get("RestartCount"):
                 tail = self._log_tail(name)
-                return f"the {self.web} container {name} exited (code {state.get('ExitCode')})" + (
+                service = (d.get("Config", {}).get("Labels") or {}).get("com.docker.compose.service") or self.web
+                return f"the {service} container {name} exited (code {state.get('ExitCode')})" + (
                     f"; last log lines: {tail}" if tail else "")
             health = state.get("Health") or {}
             if health.get("Status") == "unhealthy":
@@ -699,17 +710,24 @@ class ComposeRuntime:
         raise OperationError(f"the {service} container did not start within {timeout:.0f}s")
 
     def cut_over(self, placement: Placement) -> str:
-        """Docker health of the new containers, the workers on the placement's release, then the nginx
-        container routes to them (a worker that fails to start leaves traffic where it was)."""
+        """Docker health of the new containers, the nginx container routes to them, then the workers move
+        to the placement's release (web first, as users see it; a worker that fails to start routes
+        traffic back before the error, so the deploy undoes a cutover that never happened)."""
         names = self._of(placement)
         if not names:
             raise OperationError(f"no {self.web} containers to route to")
         if placement.slot == NEW:
             health = self.ctx.config.web_service[1].health
             self._wait_docker_healthy(names, (health.deadline if health else 60.0) + 15.0)
-        workers = self._converge_workers(self._release if placement.slot == NEW else placement.slot)
+        before = self._upstream_containers()
         how = self._route(names)
-        return f"{workers}nginx upstream-{self.env}.conf → {', '.join(names)}, {how}"
+        try:
+            workers = self._converge_workers(self._release if placement.slot == NEW else placement.slot)
+        except OperationError:
+            if before and before != names and placement.slot == NEW:
+                self._route(before)
+            raise
+        return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}{workers}"
 
     def _workers(self) -> list[str]:
         return [n for n in self.ctx.config.services if n != self.web]
@@ -734,13 +752,22 @@ class ComposeRuntime:
                         f"deploy a release whose image exists: docker images {self.ctx.config.project}/{name}"))
                 self._run(["docker", "tag", image, self._service_tag(doc, name)], "docker tag", timeout=60)
         before = self._container_ids(workers)
+        self._workers_on = release  # before the call: a failed one may have recreated some already
         self._up("--no-deps", *workers, what=f"start {', '.join(workers)}")
-        self._workers_on = release
-        for name in workers:
-            self._wait_running(name)
         after = self._container_ids(workers)
         changed = sorted(n for n in workers if after.get(n) != before.get(n))
-        return f"{', '.join(changed) or 'no worker'} recreated; "
+        # A worker has no health gate of its own: the new ones must stay up a moment (one that cannot
+        # even import its code exits within it), restarts included.
+        ids = [i for n in changed for i in after.get(n, ())]
+        end = time.monotonic() + WORKER_SETTLE
+        while ids:
+            down = self._why_down(ids)
+            if down:
+                raise OperationError(down)
+            if time.monotonic() > end:
+                break
+            time.sleep(0.3)
+        return f"; {', '.join(changed) or 'no worker'} recreated"
 
     def _container_ids(self, services: Sequence[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
@@ -801,8 +828,9 @@ class ComposeRuntime:
             self._moved.clear()
             self._started = []
             if self._workers_on is not None and self._workers_on == self._release:
-                # The workers moved to the failed release before traffic did: back to the tags' images.
-                self._converge_workers(None)
+                # The workers moved to the failed release: back to the images the tags name again.
+                with contextlib.suppress(OperationError):  # the next deploy converges them; the undo goes on
+                    self._converge_workers(None)
         return len(names)
 
     # operating -------------------------------------------------------------------------------------
