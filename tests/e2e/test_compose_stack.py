@@ -249,7 +249,7 @@ def test_a_worker_that_cannot_start_sends_traffic_back_and_the_workers_too(stack
     assert "worker container" in dep["error"], dep["error"]
 
 
-def test_rollback_puts_the_web_and_the_workers_back(stack: Stack) -> None:
+def test_rollback_puts_the_workers_back_and_a_restart_leaves_them(stack: Stack) -> None:
     current = stack.status()[ENV]
     infra = {name: _ids(stack, name) for name in ("db", "redis")}
     stack.sf("rollback", ENV, "--yes")
@@ -259,6 +259,12 @@ def test_rollback_puts_the_web_and_the_workers_back(stack: Stack) -> None:
     assert worker["Image"] == _image_id(f"{stack.project}/worker:{st['release']}")
     assert worker["Config"]["Labels"]["io.stageflow.release"] == st["release"]
     assert {name: _ids(stack, name) for name in infra} == infra
+    # A restart runs the same release again: new web containers, and the worker (same image, same
+    # config) is left running as it is.
+    web = _ids(stack, "backend")
+    stack.sf("restart", ENV, "--yes")
+    assert _ids(stack, "worker") == {worker["Id"]}
+    assert not _ids(stack, "backend") & web and stack.status()[ENV]["release"] == st["release"]
 
 
 def test_cleanup_keeps_current_and_previous_images_and_nothing_of_others(stack: Stack) -> None:

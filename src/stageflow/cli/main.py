@@ -223,7 +223,8 @@ def rollback_cmd(env: str, root: RootOpt = None,
 def cleanup_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
                 keep: Annotated[Optional[int], typer.Option("--keep", help="Releases/backups to keep.")] = None,  # noqa: UP045
                 ) -> None:
-    """Remove old releases and backups; never the current or previous release."""
+    """Remove old releases and backups (compose: their images, exited containers, dangling images); never
+    the current or previous release, never another project's containers or images."""
     from stageflow.deploy.operations import cleanup
 
     ws = _ws(root)

@@ -192,8 +192,7 @@ def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
 
 def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:
     """Keep the newest N releases and backups per env; never the current or previous. Then each env's
-    runtime drops what it holds for the releases that went (compose: images, exited containers).
-    Returns removals."""
+    runtime drops what it holds for the releases that went (:meth:`Runtime.prune`). Returns removals."""
     from stageflow.deploy.backup import prune_backups
 
     config = load_project(ws.root)

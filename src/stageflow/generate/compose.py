@@ -172,7 +172,7 @@ def _web_healthcheck(service: Service) -> dict[str, Any]:
         "test": ["CMD", "python", "-I", "-S", "-c", script],
         # Docker runs its first check one interval after the start, and the compose runtime waits for
         # "healthy" before any traffic moves (engines before 25 know no start_interval): 2 s keeps a
-        # deploy or a rollback short, at ~1 % of a core per container.
+        # deploy or a rollback short, for one cheap probe (plus Docker's exec) every 2 s.
         "interval": "2s",
         "timeout": _seconds(health.timeout + 1),
         "retries": 3,
