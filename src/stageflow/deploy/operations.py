@@ -233,7 +233,7 @@ def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> i
         n = rt.down()
         ws.log.write(f"{exc}; stopped {n} unit(s) of {ctx.name} without recording it", level="WARN")
         return n
-    with EnvLock(store, ctx.name, ws.actor, ws.command):
+    with EnvLock(store, ctx.name, ws.actor, ws.command, host_lock=rt.host_lock()):
         n = rt.down()
         st = ws.store.env_state(ctx.name)
         ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, False)

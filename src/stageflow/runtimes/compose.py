@@ -17,7 +17,10 @@
   ``docker compose up`` calls; ``cleanup`` prunes this project's release images, exited containers
   and dangling images, found by its own labels and names.
 * The release command runs in a one-off container of the new image on the env's internal network.
-* Every docker call carries ``DOCKER_HOST`` when ``environments.<env>.docker_host`` is set.
+* Every docker call carries ``DOCKER_HOST`` when ``environments.<env>.docker_host`` is set; for an
+  ``ssh://`` engine the docker CLI's ssh gets the environment's ssh config, health probes travel
+  through ``ssh -W`` from the engine's host, and the lock is also held on the engine
+  (:mod:`stageflow.runtimes.dockerhost`).
 
 A placement is ``{"slot": <release>, "containers": [...], "image": <id>}``.
 """
@@ -42,8 +45,9 @@ from stageflow.runtimes.base import Placement, RuntimeStatus
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
-    from stageflow.deploy.health import Prober
-    from stageflow.deploy.preflight import Check
+    from stageflow.deploy.health import Probe, Prober
+    from stageflow.deploy.lock import HostLock
+    from stageflow.deploy.preflight import Check, Status
     from stageflow.monitor.resources import ServiceStats
     from stageflow.state.store import Store
 
@@ -58,11 +62,11 @@ class ComposeRuntime:
     name: ClassVar[str] = "compose"
 
     def __init__(self, ctx: EnvContext, runner: Runner, store: Store | None = None) -> None:
+        from stageflow.runtimes.dockerhost import DockerHost
+
         self.ctx, self.store = ctx, store
-        host = ctx.env.docker_host
-        env = dict(runner.env)
-        if host:
-            env["DOCKER_HOST"] = host
+        self.host = DockerHost(ctx)
+        env = {**runner.env, **self.host.env()}
         self.runner = Runner(env=env, log=runner.log, default_timeout=runner.default_timeout)
         self.env = ctx.name
         self.project = f"{ctx.config.project}-{ctx.name}"
@@ -282,23 +286,68 @@ class ComposeRuntime:
         return action
 
     def preflight(self, new: Placement, active: Placement | None) -> Check:
-        """The engine answers and Compose works."""
+        """The engine answers (over ssh for ``ssh://``), Compose works, and a remote engine has disk."""
         from stageflow.deploy.preflight import Check
 
-        where = self.ctx.env.docker_host or "the local engine"
+        where = self.host.where
+        if self.host.ssh is not None and "STAGEFLOW_SSH_BIN" not in self.runner.env:
+            return Check("runtime", "fail", f"docker_host is {where} but ssh is not installed here; install the "
+                                            "OpenSSH client (Debian: openssh-client)")
         try:
             info = self._run(["docker", "version", "--format", "{{.Server.Version}}"], "docker version", check=False,
                              timeout=60)
         except OperationError as exc:
             return Check("runtime", "fail", str(exc))
         if not info.ok:
+            from stageflow.runtimes.dockerhost import unreachable
+
+            why = unreachable(info.stderr)
+            if self.host.ssh is not None and why is not None:
+                return Check("runtime", "fail", f"Docker Engine at {where} does not answer over ssh: {why}; "
+                                                f"{self.host.hint}")
             return Check("runtime", "fail", f"Docker Engine at {where} does not answer: {info.brief(200)}")
         try:
             cli = self.compose_cli()
         except OperationError as exc:
             return Check("runtime", "fail", str(exc))
-        return Check("runtime", "pass", f"Docker Engine {info.stdout.strip()} at {where}, "
-                                        f"{' '.join(cli)} {self._cli_version or '?'}")
+        detail = f"Docker Engine {info.stdout.strip()} at {where}, {' '.join(cli)} {self._cli_version or '?'}"
+        if not self.host.remote:
+            return Check("runtime", "pass", detail)
+        disk = self._engine_disk(active)
+        if disk[0] == "fail":
+            return Check("runtime", "fail", disk[1])
+        return Check("runtime", disk[0], f"{detail}; {disk[1]}")
+
+    def _engine_disk(self, active: Placement | None) -> tuple[Status, str]:
+        """Free space on the remote engine's data root (``docker info`` DockerRootDir), measured by ``df`` in a
+        one-off container of an image already on the engine: images and containers land there, not here."""
+        r = self._run(["docker", "info", "--format", "{{.DockerRootDir}}"], "docker info", check=False, timeout=60)
+        root = r.stdout.strip() if r.ok else ""
+        if not root.startswith("/"):
+            return "warn", f"the engine did not say its data root ({r.brief(120)}); free disk not measured"
+        candidates = [str(active.data["image"])] if active and isinstance(active.data.get("image"), str) else []
+        candidates += [str(spec["image"]) for name, spec in self._doc()["services"].items()
+                       if name in ("nginx", "redis", "db") and spec.get("image")]
+        image = next((c for c in candidates if self._image_id(c)), None)
+        if image is None:
+            return "warn", "no image of the stack is on the engine yet to measure its free disk with"
+        df = self._run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "df", "-v", f"{root}:/engine:ro",
+                        image, "-Pk", "/engine"], "df on the engine", check=False, timeout=120)
+        try:
+            free = int(df.stdout.strip().splitlines()[-1].split()[3]) * 1024
+        except (IndexError, ValueError):
+            return "warn", f"could not measure free disk on the engine: {df.brief(120)}"
+        size = 0
+        if active and isinstance(active.data.get("image"), str):
+            sz = self._run(["docker", "image", "inspect", "-f", "{{.Size}}", str(active.data["image"])],
+                           "docker image inspect", check=False, timeout=60)
+            size = int(sz.stdout.strip()) if sz.ok and sz.stdout.strip().isdigit() else 0
+        # A new release's image is about the size of the serving one; the backup margin on top.
+        need = self.ctx.config.backups.min_free_mb * 2**20 + 2 * size
+        if free < need:
+            return "fail", (f"{free // 2**20} MiB free on the engine's data root {root} at {self.host.where}, need "
+                            f"{need // 2**20} MiB (images and containers); free space there (docker system prune)")
+        return "pass", f"{free // 2**20} MiB free on the engine's data root"
 
     def sweep_orphans(self, keep: Placement | None) -> list[str]:
         """Web containers no record vouches for (a killed deploy's new ones); the file's tags go back, and
@@ -464,6 +513,7 @@ class ComposeRuntime:
         # inherit_env=False: the container sees the named variables only, and the docker CLI gets
         # nothing of stageflow's own environment either (PATH and HOME aside).
         base = {k: os.environ[k] for k in ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_CONTEXT") if k in os.environ}
+        base.update(self.host.env())  # DOCKER_HOST and, for ssh://, the ssh shim first on PATH
         self.runner.run(argv, cwd=self.ctx.root, env={**base, **child_env}, inherit_env=False, timeout=timeout,
                         check=True, what=f"release command '{svc.release}'")
         return svc.release
@@ -621,6 +671,7 @@ class ComposeRuntime:
         if not self._nginx_running():
             self._up("--no-deps", "--force-recreate", "nginx", what="start nginx", timeout=120)
             self._wait_running("nginx")
+            self._wait_answers()
             return "nginx container started"
         # `docker exec` on the container itself: a Compose CLI start per call would add a second each.
         nginx = self._containers("nginx", running_only=True)[0]
@@ -633,6 +684,17 @@ class ComposeRuntime:
         # The reload returns before the new workers take over; old workers finish their requests.
         time.sleep(0.5)
         return "reloaded"
+
+    def _wait_answers(self, timeout: float = 15.0) -> None:
+        """Until the new nginx container answers HTTP at all: "running" comes before nginx listens, and a
+        published port accepts (then drops) connections meanwhile; the watch that follows must not see that."""
+        url, prober = self.public_probe()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            p = prober(url, 200, 2.0)
+            if p.ok or p.reason.startswith("HTTP "):
+                return
+            time.sleep(0.2)
 
     def _wait_running(self, service: str, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
@@ -719,24 +781,41 @@ class ComposeRuntime:
         return {k: frozenset(v) for k, v in found.items()}
 
     def public_probe(self) -> tuple[str, Prober]:
-        """Through the nginx container's published port (https when the site serves TLS)."""
+        """Through the nginx container's published port (https when the site serves TLS).
+
+        On an ``ssh://`` engine, ``http://`` probes (the new containers' addresses, a loopback URL: the
+        engine host's own) travel through ``ssh -W`` from that host; an ``https://`` URL is probed from
+        here, as users reach it.
+        """
         from stageflow.deploy.health import http_probe
 
         env = self.ctx.env
         health = self.ctx.config.web_service[1].health
         host = urlsplit(env.url).hostname or "127.0.0.1"
         if host not in ("127.0.0.1", "localhost", "::1") and not host.replace(".", "").isdigit():
-            host = "127.0.0.1"
+            host = "127.0.0.1" if not self.host.remote else host
         scheme = urlsplit(env.url).scheme
         url = f"{scheme}://{host}:{env.url_port}{health.path if health else '/'}"
-        if scheme != "https":
-            return url, http_probe
-        from stageflow.generate.nginx import site_options
+        cafile: Path | None = None
+        if scheme == "https":
+            from stageflow.generate.nginx import site_options
 
-        cert = Path(site_options(self.ctx.config, self.env, root=self.ctx.root).cert)
-        if not cert.exists():
-            return url, http_probe
-        return url, lambda u, expect, timeout: http_probe(u, expect, timeout, cafile=cert)
+            cert = Path(site_options(self.ctx.config, self.env, root=self.ctx.root).cert)
+            cafile = cert if cert.exists() else None
+
+        def direct(url: str, expect: int, timeout: float) -> Probe:
+            return http_probe(url, expect, timeout, cafile=cafile)
+
+        if self.host.ssh is None:
+            return url, http_probe if cafile is None else direct
+        from stageflow.runner import Runner
+
+        tunnel = self.host.tunnel_prober(Runner(env=self.runner.env))
+
+        def prober(url: str, expect: int, timeout: float) -> Probe:
+            return (tunnel if url.startswith("http://") else direct)(url, expect, timeout)
+
+        return url, prober
 
     def stop(self, placement: Placement, drain: float) -> int:
         """``docker stop`` (SIGTERM, ``drain`` seconds), then remove; a failed deploy's tags move back."""
@@ -820,7 +899,12 @@ class ComposeRuntime:
                      argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:
         """``docker compose exec SERVICE ARGV``: the running container has the env's variables."""
         tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
-        return self.compose("exec", *tty, service, *argv), None, self.ctx.root
+        argv = self.compose("exec", *tty, service, *argv)
+        if not self.host.url:
+            return argv, None, self.ctx.root
+        # Exactly what the docker CLI needs to reach the engine (nothing of stageflow's own environment).
+        keep = ("PATH", "HOME", "USER", "LANG", "TERM", "SSH_AUTH_SOCK", "DOCKER_CONFIG")
+        return argv, {**{k: os.environ[k] for k in keep if k in os.environ}, **self.host.env()}, self.ctx.root
 
     def logs_command(self, placement: Placement, service: str | None, follow: bool, since: str | None,
                      lines: int) -> list[str]:
@@ -830,7 +914,10 @@ class ComposeRuntime:
             argv.append("-f")
         if since:
             argv += ["--since", since]
-        return [*argv, *([service] if service else [])]
+        argv += [service] if service else []
+        if self.host.url:  # the caller's runner has no DOCKER_HOST: `env` hands it over, as argv data
+            argv = ["env", *[f"{k}={v}" for k, v in sorted(self.host.env().items())], *argv]
+        return argv
 
     def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
         """PostgreSQL's own tools inside the ``db`` container, on its loopback (the password via ``-e``)."""
@@ -841,6 +928,12 @@ class ComposeRuntime:
         if not self._containers("db", running_only=True):
             return None
         return dataclasses.replace(target, host="127.0.0.1", port=5432), _ExecRunner(self, "db")
+
+    def host_lock(self) -> HostLock:
+        """A container named ``<project>-<env>-stageflow-lock`` on the engine (see ``EngineLock``)."""
+        from stageflow.runtimes.dockerhost import EngineLock
+
+        return EngineLock(self.runner, self.project, self.env, self.host.where, self.host.hint)
 
     def prune(self, keep: Collection[str]) -> list[str]:
         """Exited containers of this env's project, dangling images this project built, and release
