@@ -46,6 +46,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_images: DockerImages,
     data["environments"][ENV]["ssh"] = {"identity": str(sshd.key), "known_hosts": "deploy/known_hosts"}
     (s.root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     shutil.copy(sshd.known_hosts, s.root / "deploy" / "known_hosts")  # pinned host key, committed
+    s.sf("config", "compose", ENV)  # a remote engine: the nginx site in volumes, no bind mount of this app
+    compose = yaml.safe_load((s.root / "docker-compose.staging.yml").read_text())
+    assert not [v for v in compose["services"]["nginx"]["volumes"] if v.startswith((".", "/"))]
     s.commit("staging on a remote engine over ssh")
     # A short private runtime directory: ssh's shared-connection sockets go there when the app's own
     # path is too long for a socket (as under pytest's temporary directories).
@@ -124,10 +127,17 @@ def test_deploy_through_ssh_while_a_second_checkout_is_refused(stack: Stack, sec
     assert gate, "the health gate did not probe the new container through ssh -W"
     assert sshd.streams_to("127.0.0.1", stack.ports[ENV]) > 0, "the public probe did not go through ssh -W"
 
-    # Once the first is done, the second checkout deploys.
+    # Once the first is done, the second checkout deploys. The engine is the truth: it takes over
+    # what serves (the first checkout's containers), routes to its own release, and removes the old.
     git(second.root, "commit", "-q", "--allow-empty", "-m", "the second operator's release")
     second.sf("deploy", ENV, "--yes")
     assert not _lock_exists(stack)
+    theirs = second.status()[ENV]
+    assert theirs["healthy"] and theirs["release"] != st["release"], theirs
+    assert stack.get(ENV).json()["version"] == theirs["release"]
+    running = docker("ps", "-q", "--filter", f"label=com.docker.compose.project={stack.project}-{ENV}",
+                     "--filter", "label=com.docker.compose.service=backend").stdout.split()
+    assert len(running) == 1, running
 
 
 def test_kill_9_holder_then_full_and_rollback_through_ssh(stack: Stack, second: Stack) -> None:

@@ -212,6 +212,16 @@ def _rel(path: Path, base: Path) -> str:
     return rel if rel.startswith(".") else f"./{rel}"
 
 
+#: The volumes that hold the nginx site on a remote engine (see :func:`is_remote_engine`).
+NGINX_SITE_VOLUME = "nginx-site"
+NGINX_INCLUDE_VOLUME = "nginx-include"
+
+
+def is_remote_engine(docker_host: str | None) -> bool:
+    """True when ``docker_host`` names an engine elsewhere (``ssh://``, ``tcp://``), not this machine's socket."""
+    return bool(docker_host) and not str(docker_host).startswith("unix://")
+
+
 def build_compose(
     config: ProjectConfig,
     env: str,
@@ -356,10 +366,19 @@ def build_compose(
         ports = [f"{bind}{http_port}:{http_port}"]
         if site.tls:
             ports.append(f"{bind}{main_port}:{main_port}")
-        nginx_volumes = [
-            f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
-            f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
-        ]
+        if is_remote_engine(environment.docker_host):
+            # A remote engine would resolve a bind mount's path on its own host, where this app's
+            # deploy/nginx/<env>/ is not: the site lives in two volumes the runtime fills through the
+            # engine (docker cp), and what the upstream names is read back from there.
+            nginx_volumes = [f"{NGINX_SITE_VOLUME}:/etc/nginx/conf.d:ro",
+                             f"{NGINX_INCLUDE_VOLUME}:{site.include_dir}:ro"]
+            volumes[NGINX_SITE_VOLUME] = {}
+            volumes[NGINX_INCLUDE_VOLUME] = {}
+        else:
+            nginx_volumes = [
+                f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
+                f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
+            ]
         if site.tls:
             cert_dirs = sorted({posixpath.dirname(site.cert), posixpath.dirname(site.key)})
             nginx_volumes += [f"{d}:{d}:ro" for d in cert_dirs]
