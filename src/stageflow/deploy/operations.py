@@ -211,7 +211,11 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
         for p in prune_backups(open_backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
             ws.store.forget_backup(p)
             removed.append(f"backup {p.name}")
-        removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
+        try:
+            removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
+        except OperationError as exc:
+            # Housekeeping goes on for the other environments; this one's runtime is pruned next time.
+            ws.log.write(f"[{name}] cleanup of the runtime skipped: {exc}", level="WARN")
     return removed
 
 

@@ -772,8 +772,11 @@ class ComposeRuntime:
         how = self._route(names)
         try:
             workers = self._converge_workers(self._release if placement.slot == NEW else placement.slot)
-        except OperationError:
-            if before and before != names and placement.slot == NEW:
+        except OperationError as exc:
+            if placement.slot != NEW:
+                # Routing back (an undo, a recovery): the web is back, and the undo must go on.
+                return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}; workers not moved back: {exc}"
+            if before and before != names:
                 self._route(before)
             raise
         return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}{workers}"
