@@ -111,6 +111,7 @@ def test_deploy_through_ssh_while_a_second_checkout_is_refused(stack: Stack, sec
     refused = second.sf("deploy", ENV, "--yes", check=False)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out + err
+    assert re.search(r"runtime +pass +Docker Engine .* at ssh://.*MiB free on the engine's data root", out), out
     assert refused.returncode == 1, refused.stdout + refused.stderr
     errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
@@ -179,3 +180,17 @@ def test_unreachable_engine_fails_with_one_line(stack: Stack, sshd: Sshd) -> Non
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "does not answer over ssh: ssh: connect to host 127.0.0.1 port 1: Connection refused" in errors[0]
     assert "environments.staging.ssh" in errors[0]  # and what to check
+
+
+def test_too_little_disk_on_the_engine_fails_preflight(stack: Stack) -> None:
+    text = (stack.root / "stageflow.yml").read_text()
+    data = yaml.safe_load(text)
+    data["backups"] = {**data.get("backups", {}), "min_free_mb": 2**40}  # more than any disk has
+    (stack.root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        proc = stack.sf("deploy", ENV, "--yes", check=False)
+    finally:
+        (stack.root / "stageflow.yml").write_text(text)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"runtime +fail +\d+ MiB free on the engine's data root /\S+ at ssh://", proc.stdout), proc.stdout
+    assert "Traceback" not in proc.stderr and not _lock_exists(stack)
