@@ -21,6 +21,9 @@ if [ "$dev" = 1 ]; then
   have curl || need_pkgs+=(curl)
   have dockerd || need_pkgs+=(docker.io)
   have debootstrap || need_pkgs+=(debootstrap)   # scripts/docker-env.sh builds the test images with it
+  # tests/e2e/test_compose_remote.py deploys through a private sshd (DOCKER_HOST=ssh://) on 127.0.0.1
+  have sshd || need_pkgs+=(openssh-server)
+  have ssh || need_pkgs+=(openssh-client)
   # bench/bench_monitor.py runs Prometheus and its blackbox prober next to the monitor
   have prometheus-blackbox-exporter || need_pkgs+=(prometheus-blackbox-exporter)
   have prometheus || need_pkgs+=(prometheus)
@@ -34,6 +37,13 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
     echo "bootstrap: missing ${need_pkgs[*]} (run as root to install them, or install them yourself)" >&2
   fi
 fi
+# Debian's openssh-server starts a system sshd on port 22 of every interface; the tests start their own
+# on 127.0.0.1. Stopped only when this run installed it (an sshd that was there before is the machine's).
+case " ${need_pkgs[*]:-} " in *" openssh-server "*)
+  if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active --quiet ssh 2>/dev/null; then
+    systemctl disable --now ssh >/dev/null 2>&1 || true
+  fi;;
+esac
 # Debian's nginx package starts a system nginx on port 80; stageflow runs its own private instances.
 if [ "$(id -u)" = 0 ] && command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then
   systemctl stop nginx || true

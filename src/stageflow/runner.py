@@ -172,6 +172,60 @@ class Runner:
             return True
         return False
 
+    def exchange(self, argv: Sequence[str], data: bytes, *, timeout: float, limit: int = 1 << 17) -> Result:
+        """Run ``argv`` as a byte stream: write ``data``, read its output until it ends (at most ``limit``
+        bytes, ``timeout`` in all), and only then close its input.
+
+        For a TCP stream carried by a child (``ssh -W host:port``): closing the input right after the
+        request would reach the server as the client hanging up, and nginx drops a proxied request
+        whose client did. Not logged: health probes run every second. A timeout is a Result with
+        return code -1 (the child is killed), never an exception.
+        """
+        import selectors
+
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(list(argv), env=self.child_env(None), stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        except FileNotFoundError as exc:
+            raise OperationError(f"{argv[0]}: command not found", hint="install it or put it on PATH") from exc
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        out, err = bytearray(), bytearray()
+        code = -1
+        try:
+            try:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+            except BrokenPipeError:
+                pass
+            with selectors.DefaultSelector() as sel:
+                sel.register(proc.stdout, selectors.EVENT_READ, out)
+                sel.register(proc.stderr, selectors.EVENT_READ, err)
+                open_streams = 2
+                while open_streams and len(out) < limit:
+                    left = timeout - (time.monotonic() - started)
+                    if left <= 0:
+                        break
+                    for key, _ in sel.select(left):
+                        chunk = os.read(key.fd, 65536)
+                        if chunk:
+                            key.data.extend(chunk)
+                        else:
+                            sel.unregister(key.fileobj)
+                            open_streams -= 1
+                if not open_streams:
+                    code = proc.wait(timeout=max(0.1, timeout - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return Result(tuple(argv), code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                      time.monotonic() - started)
+
     def call(self, argv: Sequence[str], *, cwd: Path | str | None = None, env: Mapping[str, str] | None = None,
              inherit_env: bool = True, what: str | None = None,
              lines: Callable[[str], str] | None = None) -> int:

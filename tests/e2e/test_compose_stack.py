@@ -3,7 +3,7 @@
 One production stack, built once: the web service with 2 replicas started one batch at a time, a
 worker (``python manage.py worker``), PostgreSQL, Redis and nginx, and an env file encrypted at
 rest. The tests run in order on it: first deploy, a deploy under load, a release whose second
-batch dies, a rollback, and ``cleanup``.
+batch dies, one whose worker cannot start, a rollback, and ``cleanup``.
 """
 
 from __future__ import annotations
@@ -225,7 +225,31 @@ def test_a_second_batch_that_dies_removes_every_new_container(stack: Stack) -> N
     assert not (stack.root / ".stageflow" / "compose" / f"{ENV}.secrets.env").exists()
 
 
-def test_rollback_puts_the_web_and_the_workers_back(stack: Stack) -> None:
+def test_a_worker_that_cannot_start_sends_traffic_back_and_the_workers_too(stack: Stack) -> None:
+    good = stack.get(ENV).json()["version"]
+    old_web = _ids(stack, "backend")
+    worker_py = stack.root / "notes" / "management" / "commands" / "worker.py"
+    code = worker_py.read_text()
+    worker_py.write_text('raise SystemExit("this release\'s worker cannot start")\n' + code)
+    stack.commit("a release whose worker dies at start")
+    try:
+        with Load(stack.ports[ENV], max_seconds=300) as load:
+            proc = stack.sf("deploy", ENV, "--yes", check=False)
+    finally:
+        worker_py.write_text(code)
+        stack.commit("the worker starts again")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert load.failures == [] and load.ok > 5, (load.ok, load.failures[:5])
+    assert stack.get(ENV).json()["version"] == good
+    assert _ids(stack, "backend") == old_web
+    (worker,) = _containers(stack, "worker")
+    assert worker["State"]["Running"] and worker["Image"] == _image_id(f"{stack.project}/worker:{good}")
+    dep = stack.last_deployment(ENV)
+    assert dep["outcome"] == "failed" and "rollback" in [s["name"] for s in dep["steps"]]
+    assert "worker container" in dep["error"], dep["error"]
+
+
+def test_rollback_puts_the_workers_back_and_a_restart_leaves_them(stack: Stack) -> None:
     current = stack.status()[ENV]
     infra = {name: _ids(stack, name) for name in ("db", "redis")}
     stack.sf("rollback", ENV, "--yes")
@@ -235,6 +259,12 @@ def test_rollback_puts_the_web_and_the_workers_back(stack: Stack) -> None:
     assert worker["Image"] == _image_id(f"{stack.project}/worker:{st['release']}")
     assert worker["Config"]["Labels"]["io.stageflow.release"] == st["release"]
     assert {name: _ids(stack, name) for name in infra} == infra
+    # A restart runs the same release again: new web containers, and the worker (same image, same
+    # config) is left running as it is.
+    web = _ids(stack, "backend")
+    stack.sf("restart", ENV, "--yes")
+    assert _ids(stack, "worker") == {worker["Id"]}
+    assert not _ids(stack, "backend") & web and stack.status()[ENV]["release"] == st["release"]
 
 
 def test_cleanup_keeps_current_and_previous_images_and_nothing_of_others(stack: Stack) -> None:

@@ -75,3 +75,44 @@ def test_file_written_elsewhere_still_resolves(compose_cli: list[str], tmp_path:
     assert result.returncode == 0, result.stderr
     build = json.loads(result.stdout)["services"]["backend"]["build"]
     assert Path(build["context"]) == root
+
+
+def test_an_encrypted_env_file_reaches_compose_only_through_its_plain_copy(compose_cli: list[str],
+                                                                          tmp_path: Path) -> None:
+    from cryptography.fernet import Fernet
+
+    from stageflow.config.envfile import write_env_text
+
+    root = write_practika_project(tmp_path / "app")
+    env_file = root / ".env.production"
+    key = {"STAGEFLOW_MASTER_KEY": Fernet.generate_key().decode()}
+    write_env_text(env_file, env_file.read_text(), root=root, mode=0o600, encrypt=True, environ=key)
+    path = write_compose(load_project(root), "production", root=root)
+    text = path.read_text()
+    assert ".env.production" not in text and "test-password" not in text
+    assert ".stageflow/compose/production.secrets.env" in text
+    # Without the copy (no deploy running) the file still works: the copy is optional.
+    result = compose(compose_cli, path, "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert "POSTGRES_PASSWORD" not in services["db"].get("environment", {})
+    # With it (what the runtime writes around `docker compose up`), the secrets reach db and the app.
+    copy = root / ".stageflow" / "compose" / "production.secrets.env"
+    copy.parent.mkdir(parents=True)
+    copy.write_text('POSTGRES_PASSWORD="test-password"\n')
+    services = json.loads(compose(compose_cli, path, "config", "--format", "json").stdout)["services"]
+    assert services["db"]["environment"]["POSTGRES_PASSWORD"] == "test-password"
+    assert services["backend"]["environment"]["POSTGRES_PASSWORD"] == "test-password"
+
+
+def test_cleanup_goes_on_when_an_engine_does_not_answer(tmp_path: Path) -> None:
+    from tests.support.app import STAGEFLOW
+
+    root = write_practika_project(tmp_path / "app")
+    text = (root / "stageflow.yml").read_text().replace("ssh://deploy@prod.example.com",
+                                                        f"unix://{tmp_path}/no-such-docker.sock")
+    (root / "stageflow.yml").write_text(text)
+    proc = subprocess.run([str(STAGEFLOW), "cleanup", "production"], cwd=root, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[production] cleanup of the runtime skipped:" in proc.stdout + proc.stderr

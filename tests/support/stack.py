@@ -36,9 +36,12 @@ class Stack:
     #: Extra environment of every CLI run (e.g. STAGEFLOW_MASTER_KEY for encrypted env files).
     env: dict[str, str] = field(default_factory=dict)
 
+    #: Variables every CLI run of this stack gets on top of the test's environment.
+    env: dict[str, str] = field(default_factory=dict)
+
     def sf(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         """Run the CLI in the app root (classic builder: the base images are local only)."""
-        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+        env = {**os.environ, "DOCKER_BUILDKIT": "0", **self.env}
         env.pop("STAGEFLOW_MASTER_KEY", None)
         env.update(self.env)
         proc = subprocess.run([str(STAGEFLOW), *args], cwd=self.root, capture_output=True, text=True, env=env,

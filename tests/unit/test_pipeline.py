@@ -146,6 +146,9 @@ class FakeRuntime:
         self.proxy = None
         return n
 
+    def host_lock(self) -> None:
+        return None
+
     def prune(self, keep: Collection[str]) -> list[str]:
         return []
 

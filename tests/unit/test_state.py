@@ -249,3 +249,12 @@ def test_a_state_db_written_by_the_previous_release_is_upgraded_and_reads_back(t
     assert [a.outbox_ids for a in monitor.attempts()] == [(1,)]
     assert monitor.log_cursor("/srv/app/logs/access.log") == (1234, 5678, ["OperationalError"], None)
     store.close()
+
+
+def test_a_table_missing_a_column_is_state_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    s = Store(path)
+    record_one_deploy(s, tmp_path)
+    _plant(path, "ALTER TABLE events DROP COLUMN detail")
+    with pytest.raises(StateDamaged, match=r"state\.db is damaged: table events has no column detail"):
+        s.events()

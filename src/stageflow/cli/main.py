@@ -223,7 +223,8 @@ def rollback_cmd(env: str, root: RootOpt = None,
 def cleanup_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root: RootOpt = None,  # noqa: UP045
                 keep: Annotated[Optional[int], typer.Option("--keep", help="Releases/backups to keep.")] = None,  # noqa: UP045
                 ) -> None:
-    """Remove old releases and backups; never the current or previous release."""
+    """Remove old releases and backups (compose: their images, exited containers, dangling images); never
+    the current or previous release, never another project's containers or images."""
     from stageflow.deploy.operations import cleanup
 
     ws = _ws(root)
@@ -396,6 +397,7 @@ def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root
     """Show who holds each environment's lock."""
     from stageflow.config.loader import load_project, resolve_env_name
     from stageflow.deploy.lock import read_lock, stale_reason
+    from stageflow.errors import OperationError
     from stageflow.masking import printable
     from stageflow.workspace import Workspace
 
@@ -411,8 +413,32 @@ def lock_status_cmd(env: Annotated[Optional[str], typer.Argument()] = None, root
                 stale = stale_reason(info)
                 console().print(printable(f"{name}: locked by {info.describe()}"
                                           + (f" — STALE: {stale}" if stale else "")), markup=False)
+            target = _host_lock(ws, name, quiet=True)
+            try:
+                found = target.read() if target is not None else None
+            except OperationError as exc:  # the engine does not answer: say so, show the rest
+                console().print(printable(f"{name}: the lock on {target.where} is unknown: {exc}"), markup=False)
+                continue
+            if found is not None and (info is None or (found[0].pid, found[0].host) != (info.pid, info.host)):
+                stale = stale_reason(found[0])
+                console().print(printable(f"{name}: locked on {target.where} by {found[0].describe()}"
+                                          + (f" — STALE: {stale}" if stale else "")), markup=False)
     finally:
         ws.close()
+
+
+def _host_lock(ws: Any, name: str, *, quiet: bool = False) -> Any:
+    """The env's lock on its target host (a Docker Engine), or None (local runtime; ``quiet``: unknown)."""
+    from stageflow.config.loader import load_env_context
+    from stageflow.errors import ConfigError
+    from stageflow.runtimes import runtime_for
+
+    try:
+        return runtime_for(load_env_context(ws.root, name), ws.runner, None).host_lock()
+    except ConfigError:
+        if quiet:  # `lock status` still shows this checkout's locks when an env file is missing
+            return None
+        raise
 
 
 @lock_app.command("release")
@@ -424,7 +450,7 @@ def lock_release_cmd(env: str, root: RootOpt = None) -> None:
     ws = _ws(root)
     try:
         name = resolve_env_name(load_project(ws.root), env)
-        info = force_release(ws.store, name)
+        info = force_release(ws.store, name, _host_lock(ws, name))
         ws.audit(name, "succeeded", f"lock released (was {info.describe() if info else 'unlocked'})")
         ws.log.write(f"{name}: lock released" + (f" (was held by {info.describe()})" if info else " (was unlocked)"))
     finally:

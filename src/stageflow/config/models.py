@@ -233,6 +233,71 @@ def _app_ports(v: tuple[int, int] | None) -> tuple[int, int] | None:
     return v
 
 
+# Neither a user nor a host may start with "-": ssh would read it as an option.
+_DOCKER_HOST = re.compile(r"(ssh://([A-Za-z0-9_][A-Za-z0-9._-]{0,63}@)?[A-Za-z0-9\[][A-Za-z0-9.:\[\]-]{0,254}"
+                          r"(:[0-9]{1,5})?|tcp://[A-Za-z0-9\[][A-Za-z0-9.:\[\]-]{0,254}:[0-9]{1,5}"
+                          r"|unix:///[A-Za-z0-9._/-]{1,255})")
+
+
+def _docker_host(v: str | None) -> str | None:
+    if v is None or _has_ref(v):
+        return v
+    if not _DOCKER_HOST.fullmatch(v):
+        raise ValueError("must be ssh://[user@]host[:port], tcp://host:port or unix:///path (no path, "
+                         "query, spaces or shell characters)")
+    if v.startswith("ssh://"):
+        try:
+            port = urlsplit(v).port
+        except ValueError:
+            raise ValueError("has an invalid port: use a number between 1 and 65535") from None
+        if port == 0:
+            raise ValueError("has an invalid port: use a number between 1 and 65535")
+    return v
+
+
+#: ssh_config keywords ``ssh.options`` may set: none of them runs a command on this machine
+#: (``ProxyCommand``, ``LocalCommand``, ``KnownHostsCommand``… are refused: use ``ProxyJump``).
+SSH_OPTIONS = frozenset({
+    "AddressFamily", "BatchMode", "CertificateFile", "CheckHostIP", "Ciphers", "Compression", "ConnectTimeout",
+    "ConnectionAttempts", "ControlMaster", "ControlPath", "ControlPersist", "GSSAPIAuthentication",
+    "HashKnownHosts", "HostKeyAlgorithms", "HostKeyAlias", "HostName", "IdentitiesOnly", "IdentityAgent",
+    "IPQoS", "KexAlgorithms", "LogLevel", "MACs", "PreferredAuthentications", "ProxyJump",
+    "PubkeyAcceptedAlgorithms", "PubkeyAuthentication", "RekeyLimit", "ServerAliveCountMax",
+    "ServerAliveInterval", "StrictHostKeyChecking", "TCPKeepAlive", "UpdateHostKeys", "VerifyHostKeyDNS",
+})
+_SSH_VALUE = re.compile(r"[A-Za-z0-9_.,:@%+=/~\[\]-]{1,200}")
+
+
+def _ssh_options(v: dict[str, str | int | bool]) -> dict[str, str | int | bool]:
+    lower = {k.lower(): k for k in SSH_OPTIONS}
+    for key, value in v.items():
+        if key.lower() not in lower:
+            raise ValueError(f"{key!r} is not an ssh option stageflow passes (allowed: ProxyJump, ConnectTimeout, "
+                             "ServerAliveInterval, ControlPersist, … ; commands such as ProxyCommand never)")
+        text = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        if not _SSH_VALUE.fullmatch(text):
+            raise ValueError(f"{key}: {text!r} must be one word without spaces, quotes or shell characters")
+    return v
+
+
+def _ssh_path(v: str | None) -> str | None:
+    if v is not None and not _has_ref(v) and (not v or any(c in v for c in '"\n\r\x00\\') or v != v.strip()):
+        raise ValueError("must be a file path without quotes, newlines or surrounding spaces")
+    return v
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Ssh(Strict):
+    """How ``ssh`` reaches an ``ssh://`` Docker host (the operator's own ssh config applies too)."""
+
+    #: Private key (``~`` = the operator's home; a relative path is inside the app).
+    identity: Annotated[str | None, Check(_ssh_path)] = None
+    #: Known-hosts file pinning the host key (relative: inside the app, so it can be committed).
+    known_hosts: Annotated[str | None, Check(_ssh_path)] = None
+    #: Further ssh_config keywords (``ProxyJump``, ``ServerAliveInterval``…); no command-running ones.
+    options: Annotated[dict[str, str | int | bool], Check(_ssh_options)] = field(default_factory=dict)
+
+
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _COMPOSE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\.ya?ml")
 
@@ -275,7 +340,8 @@ class Environment(Strict):
     required: list[str] = field(default_factory=list)
     env_file: str | None = None
     database: Database | None = None
-    docker_host: str | None = None
+    docker_host: Annotated[str | None, Check(_docker_host, recheck=True)] = None
+    ssh: Ssh | None = None
     replicas: Replicas = 1
     #: compose: how many new web containers start (and are health-gated) at a time beside the old
     #: ones when ``replicas`` > 1; null means one at a time.

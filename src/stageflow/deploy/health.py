@@ -48,11 +48,7 @@ def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = N
     parts = urlsplit(url)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    authority = parts.netloc.rpartition("@")[2]  # never send credentials from the URL
-    request = (f"GET {target} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: stageflow-health\r\n"
-               "Accept: */*\r\nConnection: close\r\n"
-               + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items() if v.isalnum()) + "\r\n").encode()
+    request = http_request(url, headers)
     start = time.monotonic()
     deadline = start + timeout
     try:
@@ -68,7 +64,23 @@ def http_probe(url: str, expect: int, timeout: float, *, cafile: Path | None = N
         return Probe(False, "connection refused", time.monotonic() - start)
     except OSError as exc:
         return Probe(False, f"cannot connect: {exc}", time.monotonic() - start)
-    took = time.monotonic() - start
+    return classify_response(data, expect, time.monotonic() - start)
+
+
+def http_request(url: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """The probe's request for ``url``: one HTTP/1.0 GET that the server answers and closes."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    authority = parts.netloc.rpartition("@")[2]  # never send credentials from the URL
+    return (f"GET {target} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: stageflow-health\r\n"
+            "Accept: */*\r\nConnection: close\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items() if v.isalnum()) + "\r\n").encode()
+
+
+def classify_response(data: bytes, expect: int, took: float) -> Probe:
+    """A probe's verdict on the bytes a server sent back (however they travelled: socket, ssh tunnel)."""
     head, _, body = data.partition(b"\r\n\r\n")
     m = _STATUS_LINE.match(head)
     if not m:

@@ -192,8 +192,7 @@ def restore_backup_file(ws: Workspace, ctx: EnvContext, path: Path) -> None:
 
 def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[str, str] | None = None) -> list[str]:
     """Keep the newest N releases and backups per env; never the current or previous. Then each env's
-    runtime drops what it holds for the releases that went (compose: images, exited containers).
-    Returns removals."""
+    runtime drops what it holds for the releases that went (:meth:`Runtime.prune`). Returns removals."""
     from stageflow.deploy.backup import prune_backups
 
     config = load_project(ws.root)
@@ -212,7 +211,11 @@ def cleanup(ws: Workspace, env: str | None, keep: int | None, environ: Mapping[s
         for p in prune_backups(open_backups_dir(ctx), keep=keep if keep is not None else config.backups.keep):
             ws.store.forget_backup(p)
             removed.append(f"backup {p.name}")
-        removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
+        try:
+            removed += runtime_for(ctx, ws.runner, ws.store).prune(kept)
+        except OperationError as exc:
+            # Housekeeping goes on for the other environments; this one's runtime is pruned next time.
+            ws.log.write(f"[{name}] cleanup of the runtime skipped: {exc}", level="WARN")
     return removed
 
 
@@ -230,7 +233,7 @@ def down(ws: Workspace, env: str, environ: Mapping[str, str] | None = None) -> i
         n = rt.down()
         ws.log.write(f"{exc}; stopped {n} unit(s) of {ctx.name} without recording it", level="WARN")
         return n
-    with EnvLock(store, ctx.name, ws.actor, ws.command):
+    with EnvLock(store, ctx.name, ws.actor, ws.command, host_lock=rt.host_lock()):
         n = rt.down()
         st = ws.store.env_state(ctx.name)
         ws.store.set_env_state(ctx.name, None, st.current_release or st.previous_release, None, False)

@@ -350,7 +350,8 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
         return DeployReport(ctx.name, release, "planned", None, plan=steps)
 
     deadline = Deadline(ctx.env.deadline)
-    lock = EnvLock(store, ctx.name, ws.actor, ws.command, warn=lambda m: ws.log.write(m, level="WARN"))
+    lock = EnvLock(store, ctx.name, ws.actor, ws.command, warn=lambda m: ws.log.write(m, level="WARN"),
+                   host_lock=rt.host_lock())
     try:
         lock.acquire()
     except LockHeldError as exc:
@@ -363,6 +364,8 @@ def deploy_env(ws: Workspace, ctx: EnvContext, opts: DeployOptions, *, release: 
             ws.log.write(f"[{ctx.name}] marked {n} interrupted deployment(s) as crashed", level="WARN")
             ws.audit(ctx.name, "took-over", f"stale lock of {lock.took_over.describe()}: {lock.took_over_reason}; "
                                             f"{n} interrupted deployment(s) marked crashed")
+        if lock.took_over_host:
+            ws.audit(ctx.name, "took-over", f"stale lock on the target host of {lock.took_over_host.describe()}")
         state = store.env_state(ctx.name)
         dep_id = store.start_deployment(ctx.name, opts.kind, ws.actor, os.getpid(), state.current_release)
         ws.audit(ctx.name, "started", f"{opts.kind} deployment {dep_id}")

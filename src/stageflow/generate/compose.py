@@ -7,7 +7,7 @@ own ``${VAR}`` interpolation, so a ``$`` in a command reaches the container unch
 Shape (Practika: web service ``backend`` on port 8000, ``worker``, PostgreSQL, Redis):
 
 * ``backend`` – built from ``services.backend.build`` with ``args: {BASE_IMAGE: ...}``; HTTP
-  healthcheck with Python's urllib against the health path; replicas from the environment.
+  healthcheck (a GET of the health path over a socket, every 2 s); replicas from the environment.
 * other services (``worker``) – same hardening; ``services.<name>.healthcheck`` (a shell command)
   as healthcheck, else a liveness check of the service's process.
 * ``db`` (``database.engine: postgres``), ``redis`` (``cache.engine: redis``) – official images,
@@ -16,7 +16,8 @@ Shape (Practika: web service ``backend`` on port 8000, ``worker``, PostgreSQL, R
   left out in the dev profile, where the web service is published on loopback instead.
 
 ``environments.<env>.images`` overrides images per environment (keys: a service name, ``base``,
-``db``, ``redis``, ``nginx``).
+``db``, ``redis``, ``nginx``). An env file encrypted at rest is named through the plain copy the
+compose runtime writes only while it creates containers (``SECRETS_ENV_FILE``, optional).
 
 Every service: healthcheck, ``depends_on`` with ``condition: service_healthy``, restart policy,
 ``deploy.resources.limits``, json-file log rotation, ``no-new-privileges``, ``cap_drop: [ALL]`` plus
@@ -171,7 +172,7 @@ def _web_healthcheck(service: Service) -> dict[str, Any]:
         "test": ["CMD", "python", "-I", "-S", "-c", script],
         # Docker runs its first check one interval after the start, and the compose runtime waits for
         # "healthy" before any traffic moves (engines before 25 know no start_interval): 2 s keeps a
-        # deploy or a rollback short, at ~1 % of a core per container.
+        # deploy or a rollback short, for one cheap probe (plus Docker's exec) every 2 s.
         "interval": "2s",
         "timeout": _seconds(health.timeout + 1),
         "retries": 3,
@@ -209,6 +210,16 @@ def _rel(path: Path, base: Path) -> str:
     """``path`` relative to the compose file's directory, as Compose wants bind sources: ``./x``."""
     rel = Path(os.path.relpath(path, base)).as_posix()
     return rel if rel.startswith(".") else f"./{rel}"
+
+
+#: The volumes that hold the nginx site on a remote engine (see :func:`is_remote_engine`).
+NGINX_SITE_VOLUME = "nginx-site"
+NGINX_INCLUDE_VOLUME = "nginx-include"
+
+
+def is_remote_engine(docker_host: str | None) -> bool:
+    """True when ``docker_host`` names an engine elsewhere (``ssh://``, ``tcp://``), not this machine's socket."""
+    return bool(docker_host) and not str(docker_host).startswith("unix://")
 
 
 def build_compose(
@@ -355,10 +366,19 @@ def build_compose(
         ports = [f"{bind}{http_port}:{http_port}"]
         if site.tls:
             ports.append(f"{bind}{main_port}:{main_port}")
-        nginx_volumes = [
-            f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
-            f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
-        ]
+        if is_remote_engine(environment.docker_host):
+            # A remote engine would resolve a bind mount's path on its own host, where this app's
+            # deploy/nginx/<env>/ is not: the site lives in two volumes the runtime fills through the
+            # engine (docker cp), and what the upstream names is read back from there.
+            nginx_volumes = [f"{NGINX_SITE_VOLUME}:/etc/nginx/conf.d:ro",
+                             f"{NGINX_INCLUDE_VOLUME}:{site.include_dir}:ro"]
+            volumes[NGINX_SITE_VOLUME] = {}
+            volumes[NGINX_INCLUDE_VOLUME] = {}
+        else:
+            nginx_volumes = [
+                f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
+                f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
+            ]
         if site.tls:
             cert_dirs = sorted({posixpath.dirname(site.cert), posixpath.dirname(site.key)})
             nginx_volumes += [f"{d}:{d}:ro" for d in cert_dirs]

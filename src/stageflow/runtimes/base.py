@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
     from stageflow.deploy.health import Prober
+    from stageflow.deploy.lock import HostLock
     from stageflow.deploy.preflight import Check
     from stageflow.monitor.resources import ServiceStats
     from stageflow.runner import Runner
@@ -176,6 +177,11 @@ class Runtime(Protocol):
 
     def down(self) -> int:
         """Stop everything of this env, the proxy included; return how many units stopped."""
+        ...
+
+    def host_lock(self) -> HostLock | None:
+        """The env's lock record on the target host, when the target is shared (a Docker Engine two
+        checkouts may deploy to); None when this machine's state is the only place (local)."""
         ...
 
     def prune(self, keep: Collection[str]) -> list[str]:

@@ -8,17 +8,26 @@
   environment (``full``) or a rollback reuses that image and never rebuilds.
 * The service's own tag in the file (``<project>-<service>:<env>``) points at the release that
   serves; a deploy moves it to the new image, starts new web containers *beside* the old ones
-  (``up --no-deps --no-recreate --scale``), gates them (stageflow's HTTP gate, then Docker's own
-  health), rewrites the nginx container's upstream to them, ``nginx -t``, reloads, drains, and
-  removes the old containers. PostgreSQL and Redis are started when missing, never recreated.
+  (``up --no-deps --no-recreate --scale``; with replicas > 1 ``batch_size`` at a time, each batch
+  gated before the next), gates them (stageflow's HTTP gate, then Docker's own health), rewrites
+  the nginx container's upstream to them, ``nginx -t``, reloads, moves the workers (recreated only
+  when their image or config changed), drains, and removes the old containers. PostgreSQL and
+  Redis are started when missing, never recreated.
+* An encrypted env file reaches Compose as a 0600 plain copy that exists only around the
+  ``docker compose up`` calls; ``cleanup`` prunes this project's release images, exited containers
+  and dangling images, found by its own labels and names.
 * The release command runs in a one-off container of the new image on the env's internal network.
-* Every docker call carries ``DOCKER_HOST`` when ``environments.<env>.docker_host`` is set.
+* Every docker call carries ``DOCKER_HOST`` when ``environments.<env>.docker_host`` is set; for an
+  ``ssh://`` engine the docker CLI's ssh gets the environment's ssh config, health probes travel
+  through ``ssh -W`` from the engine's host, and the lock is also held on the engine
+  (:mod:`stageflow.runtimes.dockerhost`).
 
 A placement is ``{"slot": <release>, "containers": [...], "image": <id>}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -36,12 +45,16 @@ from stageflow.runtimes.base import Placement, RuntimeStatus
 
 if TYPE_CHECKING:
     from stageflow.deploy.backup import DatabaseTarget
-    from stageflow.deploy.health import Prober
-    from stageflow.deploy.preflight import Check
+    from stageflow.deploy.health import Probe, Prober
+    from stageflow.deploy.lock import HostLock
+    from stageflow.deploy.preflight import Check, Status
     from stageflow.monitor.resources import ServiceStats
+    from stageflow.runtimes.dockerhost import VolumeCarrier
     from stageflow.state.store import Store
 
 NEW = "new"
+#: Seconds a recreated worker must keep running (no exit, no restart) before a deploy goes on.
+WORKER_SETTLE = 3.0
 
 
 class ComposeRuntime:
@@ -50,11 +63,11 @@ class ComposeRuntime:
     name: ClassVar[str] = "compose"
 
     def __init__(self, ctx: EnvContext, runner: Runner, store: Store | None = None) -> None:
+        from stageflow.runtimes.dockerhost import DockerHost
+
         self.ctx, self.store = ctx, store
-        host = ctx.env.docker_host
-        env = dict(runner.env)
-        if host:
-            env["DOCKER_HOST"] = host
+        self.host = DockerHost(ctx)
+        env = {**runner.env, **self.host.env()}
         self.runner = Runner(env=env, log=runner.log, default_timeout=runner.default_timeout)
         self.env = ctx.name
         self.project = f"{ctx.config.project}-{ctx.name}"
@@ -261,9 +274,9 @@ class ComposeRuntime:
             return f"the new {self.web} container(s)"
         if action == "cutover":
             workers = ", ".join(self._workers())
-            moved = f"{workers} on the new image (recreated only when image or config changed), " if workers else ""
-            return f"Docker health, {moved}then the nginx container's upstream-{self.env}.conf → the new " \
-                   "container(s), nginx -t, reload"
+            moved = f", then {workers} on the new image (recreated only if image or config changed)" if workers else ""
+            return f"Docker health, then the nginx container's upstream-{self.env}.conf → the new container(s), " \
+                   f"nginx -t, reload{moved}"
         if action == "stop":
             n = len(self._of(placement))
             return f"({n} container(s))" if n else ""
@@ -274,23 +287,68 @@ class ComposeRuntime:
         return action
 
     def preflight(self, new: Placement, active: Placement | None) -> Check:
-        """The engine answers and Compose works."""
+        """The engine answers (over ssh for ``ssh://``), Compose works, and a remote engine has disk."""
         from stageflow.deploy.preflight import Check
 
-        where = self.ctx.env.docker_host or "the local engine"
+        where = self.host.where
+        if self.host.ssh is not None and "STAGEFLOW_SSH_BIN" not in self.runner.env:
+            return Check("runtime", "fail", f"docker_host is {where} but ssh is not installed here; install the "
+                                            "OpenSSH client (Debian: openssh-client)")
         try:
             info = self._run(["docker", "version", "--format", "{{.Server.Version}}"], "docker version", check=False,
                              timeout=60)
         except OperationError as exc:
             return Check("runtime", "fail", str(exc))
         if not info.ok:
+            from stageflow.runtimes.dockerhost import unreachable
+
+            why = unreachable(info.stderr)
+            if self.host.ssh is not None and why is not None:
+                return Check("runtime", "fail", f"Docker Engine at {where} does not answer over ssh: {why}; "
+                                                f"{self.host.hint}")
             return Check("runtime", "fail", f"Docker Engine at {where} does not answer: {info.brief(200)}")
         try:
             cli = self.compose_cli()
         except OperationError as exc:
             return Check("runtime", "fail", str(exc))
-        return Check("runtime", "pass", f"Docker Engine {info.stdout.strip()} at {where}, "
-                                        f"{' '.join(cli)} {self._cli_version or '?'}")
+        detail = f"Docker Engine {info.stdout.strip()} at {where}, {' '.join(cli)} {self._cli_version or '?'}"
+        if not self.host.remote:
+            return Check("runtime", "pass", detail)
+        disk = self._engine_disk(active)
+        if disk[0] == "fail":
+            return Check("runtime", "fail", disk[1])
+        return Check("runtime", disk[0], f"{detail}; {disk[1]}")
+
+    def _engine_disk(self, active: Placement | None) -> tuple[Status, str]:
+        """Free space on the remote engine's data root (``docker info`` DockerRootDir), measured by ``df`` in a
+        one-off container of an image already on the engine: images and containers land there, not here."""
+        r = self._run(["docker", "info", "--format", "{{.DockerRootDir}}"], "docker info", check=False, timeout=60)
+        root = r.stdout.strip() if r.ok else ""
+        if not root.startswith("/"):
+            return "warn", f"the engine did not say its data root ({r.brief(120)}); free disk not measured"
+        candidates = [str(active.data["image"])] if active and isinstance(active.data.get("image"), str) else []
+        candidates += [str(spec["image"]) for name, spec in self._doc()["services"].items()
+                       if name in ("nginx", "redis", "db") and spec.get("image")]
+        image = next((c for c in candidates if self._image_id(c)), None)
+        if image is None:
+            return "warn", "no image of the stack is on the engine yet to measure its free disk with"
+        df = self._run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "df", "-v", f"{root}:/engine:ro",
+                        image, "-Pk", "/engine"], "df on the engine", check=False, timeout=120)
+        try:
+            free = int(df.stdout.strip().splitlines()[-1].split()[3]) * 1024
+        except (IndexError, ValueError):
+            return "warn", f"could not measure free disk on the engine: {df.brief(120)}"
+        size = 0
+        if active and isinstance(active.data.get("image"), str):
+            sz = self._run(["docker", "image", "inspect", "-f", "{{.Size}}", str(active.data["image"])],
+                           "docker image inspect", check=False, timeout=60)
+            size = int(sz.stdout.strip()) if sz.ok and sz.stdout.strip().isdigit() else 0
+        # A new release's image is about the size of the serving one; the backup margin on top.
+        need = self.ctx.config.backups.min_free_mb * 2**20 + 2 * size
+        if free < need:
+            return "fail", (f"{free // 2**20} MiB free on the engine's data root {root} at {self.host.where}, need "
+                            f"{need // 2**20} MiB (images and containers); free space there (docker system prune)")
+        return "pass", f"{free // 2**20} MiB free on the engine's data root"
 
     def sweep_orphans(self, keep: Placement | None) -> list[str]:
         """Web containers no record vouches for (a killed deploy's new ones); the file's tags go back, and
@@ -456,6 +514,7 @@ class ComposeRuntime:
         # inherit_env=False: the container sees the named variables only, and the docker CLI gets
         # nothing of stageflow's own environment either (PATH and HOME aside).
         base = {k: os.environ[k] for k in ("PATH", "HOME", "DOCKER_CONFIG", "DOCKER_CONTEXT") if k in os.environ}
+        base.update(self.host.env())  # DOCKER_HOST and, for ssh://, the ssh shim first on PATH
         self.runner.run(argv, cwd=self.ctx.root, env={**base, **child_env}, inherit_env=False, timeout=timeout,
                         check=True, what=f"release command '{svc.release}'")
         return svc.release
@@ -495,7 +554,9 @@ class ComposeRuntime:
             if replicas > 1:
                 self._gate(new)
         how = f" in {batches} health-gated batch(es) of {batch}" if replicas > 1 else ""
-        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}"
+        # No proxy, no cutover (the dev profile stops the old release first): the workers move now.
+        workers = "" if self.zero_downtime else self._converge_workers(release)
+        return f"{len(self._started)} container(s) of {release}{how}: {', '.join(self._started)}{workers}"
 
     def _gate(self, names: Sequence[str]) -> None:
         """Stageflow's health gate on each container's own address, then Docker's health check."""
@@ -552,7 +613,8 @@ class ComposeRuntime:
             # A new container that restarted once already crashed once: it is no candidate for traffic.
             if state.get("Status") in ("exited", "dead") or state.get("Restarting") or d.get("RestartCount"):
                 tail = self._log_tail(name)
-                return f"the {self.web} container {name} exited (code {state.get('ExitCode')})" + (
+                service = (d.get("Config", {}).get("Labels") or {}).get("com.docker.compose.service") or self.web
+                return f"the {service} container {name} exited (code {state.get('ExitCode')})" + (
                     f"; last log lines: {tail}" if tail else "")
             health = state.get("Health") or {}
             if health.get("Status") == "unhealthy":
@@ -585,10 +647,54 @@ class ComposeRuntime:
 
         return self.nginx_dir / upstream_filename(self.env)
 
-    def _upstream_containers(self) -> list[str]:
+    @property
+    def _site_on_engine(self) -> bool:
+        """The nginx site lives in volumes of a remote engine (see ``generate.compose.is_remote_engine``)."""
+        return self.host.remote and self.zero_downtime
+
+    def _carrier(self) -> VolumeCarrier:
+        from stageflow.generate.compose import NGINX_INCLUDE_VOLUME, NGINX_SITE_VOLUME
+        from stageflow.runtimes.dockerhost import VolumeCarrier
+
+        return VolumeCarrier(self.runner, f"{self.project}-nginx-site", self.project,
+                             {NGINX_SITE_VOLUME: "/site", NGINX_INCLUDE_VOLUME: "/include"}, self.host.where)
+
+    def _ship_site(self) -> None:
+        """``deploy/nginx/<env>/`` (site, upstream, includes) into the engine's site volumes, as one tar."""
+        from stageflow.fsutil import read_file
+        from stageflow.generate.nginx import site_filename
+
+        files: dict[str, bytes] = {}
+        for path in sorted(self.nginx_dir.iterdir()):
+            if path.name.startswith(".") or path.is_symlink() or not path.is_file():
+                continue
+            data = read_file(path, root=self.ctx.root, limit=1 << 20)
+            if data is not None:
+                files[f"include/{path.name}"] = data
+        site = files.get(f"include/{site_filename(self.ctx.config.project, self.env)}")
+        if site is None:
+            raise OperationError(f"{self.nginx_dir / site_filename(self.ctx.config.project, self.env)} is missing",
+                                 hint=f"stageflow config nginx {self.env}")
+        files["site/default.conf"] = site
+        carrier = self._carrier()
+        carrier.ensure()
+        carrier.put(files)
+
+    def _upstream_text(self) -> str | None:
+        """What the nginx container routes by: the engine's copy for a remote engine, else the local file."""
+        if self._site_on_engine:
+            from stageflow.generate.upstream import upstream_filename
+
+            data = self._carrier().get(f"/include/{upstream_filename(self.env)}")
+            return data.decode("utf-8", "replace") if data is not None else None
         try:
-            text = self._upstream_file().read_text()
+            return self._upstream_file().read_text()
         except OSError:
+            return None
+
+    def _upstream_containers(self) -> list[str]:
+        text = self._upstream_text()
+        if text is None:
             return []
         found = []
         for line in text.splitlines():
@@ -605,11 +711,14 @@ class ComposeRuntime:
         from stageflow.generate.upstream import render_upstream
 
         up = self._upstream_file()
-        old = up.read_text() if up.exists() else None
+        old = self._upstream_text()
         _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{n}:{self.port}" for n in names]))
+        if self._site_on_engine:
+            self._ship_site()
         if not self._nginx_running():
             self._up("--no-deps", "--force-recreate", "nginx", what="start nginx", timeout=120)
             self._wait_running("nginx")
+            self._wait_answers()
             return "nginx container started"
         # `docker exec` on the container itself: a Compose CLI start per call would add a second each.
         nginx = self._containers("nginx", running_only=True)[0]
@@ -617,11 +726,24 @@ class ComposeRuntime:
         if not test.ok:
             if old is not None:
                 _atomic_write(up, old)
+                if self._site_on_engine:
+                    self._ship_site()
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
         self._run(["docker", "exec", nginx, "nginx", "-s", "reload"], "nginx reload", timeout=60)
         # The reload returns before the new workers take over; old workers finish their requests.
         time.sleep(0.5)
         return "reloaded"
+
+    def _wait_answers(self, timeout: float = 15.0) -> None:
+        """Until the new nginx container answers HTTP at all: "running" comes before nginx listens, and a
+        published port accepts (then drops) connections meanwhile; the watch that follows must not see that."""
+        url, prober = self.public_probe()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            p = prober(url, 200, 2.0)
+            if p.ok or p.reason.startswith("HTTP "):
+                return
+            time.sleep(0.2)
 
     def _wait_running(self, service: str, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
@@ -637,17 +759,27 @@ class ComposeRuntime:
         raise OperationError(f"the {service} container did not start within {timeout:.0f}s")
 
     def cut_over(self, placement: Placement) -> str:
-        """Docker health of the new containers, the workers on the placement's release, then the nginx
-        container routes to them (a worker that fails to start leaves traffic where it was)."""
+        """Docker health of the new containers, the nginx container routes to them, then the workers move
+        to the placement's release (web first, as users see it; a worker that fails to start routes
+        traffic back before the error, so the deploy undoes a cutover that never happened)."""
         names = self._of(placement)
         if not names:
             raise OperationError(f"no {self.web} containers to route to")
         if placement.slot == NEW:
             health = self.ctx.config.web_service[1].health
             self._wait_docker_healthy(names, (health.deadline if health else 60.0) + 15.0)
-        workers = self._converge_workers(self._release if placement.slot == NEW else placement.slot)
+        before = self._upstream_containers()
         how = self._route(names)
-        return f"{workers}nginx upstream-{self.env}.conf → {', '.join(names)}, {how}"
+        try:
+            workers = self._converge_workers(self._release if placement.slot == NEW else placement.slot)
+        except OperationError as exc:
+            if placement.slot != NEW:
+                # Routing back (an undo, a recovery): the web is back, and the undo must go on.
+                return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}; workers not moved back: {exc}"
+            if before and before != names:
+                self._route(before)
+            raise
+        return f"nginx upstream-{self.env}.conf → {', '.join(names)}, {how}{workers}"
 
     def _workers(self) -> list[str]:
         return [n for n in self.ctx.config.services if n != self.web]
@@ -672,13 +804,22 @@ class ComposeRuntime:
                         f"deploy a release whose image exists: docker images {self.ctx.config.project}/{name}"))
                 self._run(["docker", "tag", image, self._service_tag(doc, name)], "docker tag", timeout=60)
         before = self._container_ids(workers)
+        self._workers_on = release  # before the call: a failed one may have recreated some already
         self._up("--no-deps", *workers, what=f"start {', '.join(workers)}")
-        self._workers_on = release
-        for name in workers:
-            self._wait_running(name)
         after = self._container_ids(workers)
         changed = sorted(n for n in workers if after.get(n) != before.get(n))
-        return f"{', '.join(changed) or 'no worker'} recreated; "
+        # A worker has no health gate of its own: the new ones must stay up a moment (one that cannot
+        # even import its code exits within it), restarts included.
+        ids = [i for n in changed for i in after.get(n, ())]
+        end = time.monotonic() + WORKER_SETTLE
+        while ids:
+            down = self._why_down(ids)
+            if down:
+                raise OperationError(down)
+            if time.monotonic() > end:
+                break
+            time.sleep(0.3)
+        return f"; {', '.join(changed) or 'no worker'} recreated"
 
     def _container_ids(self, services: Sequence[str]) -> dict[str, frozenset[str]]:
         found: dict[str, set[str]] = {}
@@ -689,24 +830,41 @@ class ComposeRuntime:
         return {k: frozenset(v) for k, v in found.items()}
 
     def public_probe(self) -> tuple[str, Prober]:
-        """Through the nginx container's published port (https when the site serves TLS)."""
+        """Through the nginx container's published port (https when the site serves TLS).
+
+        On an ``ssh://`` engine, ``http://`` probes (the new containers' addresses, a loopback URL: the
+        engine host's own) travel through ``ssh -W`` from that host; an ``https://`` URL is probed from
+        here, as users reach it.
+        """
         from stageflow.deploy.health import http_probe
 
         env = self.ctx.env
         health = self.ctx.config.web_service[1].health
         host = urlsplit(env.url).hostname or "127.0.0.1"
         if host not in ("127.0.0.1", "localhost", "::1") and not host.replace(".", "").isdigit():
-            host = "127.0.0.1"
+            host = "127.0.0.1" if not self.host.remote else host
         scheme = urlsplit(env.url).scheme
         url = f"{scheme}://{host}:{env.url_port}{health.path if health else '/'}"
-        if scheme != "https":
-            return url, http_probe
-        from stageflow.generate.nginx import site_options
+        cafile: Path | None = None
+        if scheme == "https":
+            from stageflow.generate.nginx import site_options
 
-        cert = Path(site_options(self.ctx.config, self.env, root=self.ctx.root).cert)
-        if not cert.exists():
-            return url, http_probe
-        return url, lambda u, expect, timeout: http_probe(u, expect, timeout, cafile=cert)
+            cert = Path(site_options(self.ctx.config, self.env, root=self.ctx.root).cert)
+            cafile = cert if cert.exists() else None
+
+        def direct(url: str, expect: int, timeout: float) -> Probe:
+            return http_probe(url, expect, timeout, cafile=cafile)
+
+        if self.host.ssh is None:
+            return url, http_probe if cafile is None else direct
+        from stageflow.runner import Runner
+
+        tunnel = self.host.tunnel_prober(Runner(env=self.runner.env))
+
+        def prober(url: str, expect: int, timeout: float) -> Probe:
+            return (tunnel if url.startswith("http://") else direct)(url, expect, timeout)
+
+        return url, prober
 
     def stop(self, placement: Placement, drain: float) -> int:
         """``docker stop`` (SIGTERM, ``drain`` seconds), then remove; a failed deploy's tags move back."""
@@ -722,8 +880,9 @@ class ComposeRuntime:
             self._moved.clear()
             self._started = []
             if self._workers_on is not None and self._workers_on == self._release:
-                # The workers moved to the failed release before traffic did: back to the tags' images.
-                self._converge_workers(None)
+                # The workers moved to the failed release: back to the images the tags name again.
+                with contextlib.suppress(OperationError):  # the next deploy converges them; the undo goes on
+                    self._converge_workers(None)
         return len(names)
 
     # operating -------------------------------------------------------------------------------------
@@ -789,7 +948,12 @@ class ComposeRuntime:
                      argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None, Path | None]:
         """``docker compose exec SERVICE ARGV``: the running container has the env's variables."""
         tty = [] if sys.stdin.isatty() and sys.stdout.isatty() else ["-T"]
-        return self.compose("exec", *tty, service, *argv), None, self.ctx.root
+        argv = self.compose("exec", *tty, service, *argv)
+        if not self.host.url:
+            return argv, None, self.ctx.root
+        # Exactly what the docker CLI needs to reach the engine (nothing of stageflow's own environment).
+        keep = ("PATH", "HOME", "USER", "LANG", "TERM", "SSH_AUTH_SOCK", "DOCKER_CONFIG")
+        return argv, {**{k: os.environ[k] for k in keep if k in os.environ}, **self.host.env()}, self.ctx.root
 
     def logs_command(self, placement: Placement, service: str | None, follow: bool, since: str | None,
                      lines: int) -> list[str]:
@@ -799,7 +963,10 @@ class ComposeRuntime:
             argv.append("-f")
         if since:
             argv += ["--since", since]
-        return [*argv, *([service] if service else [])]
+        argv += [service] if service else []
+        if self.host.url:  # the caller's runner has no DOCKER_HOST: `env` hands it over, as argv data
+            argv = ["env", *[f"{k}={v}" for k, v in sorted(self.host.env().items())], *argv]
+        return argv
 
     def database(self, target: DatabaseTarget) -> tuple[DatabaseTarget, Runner] | None:
         """PostgreSQL's own tools inside the ``db`` container, on its loopback (the password via ``-e``)."""
@@ -810,6 +977,12 @@ class ComposeRuntime:
         if not self._containers("db", running_only=True):
             return None
         return dataclasses.replace(target, host="127.0.0.1", port=5432), _ExecRunner(self, "db")
+
+    def host_lock(self) -> HostLock:
+        """A container named ``<project>-<env>-stageflow-lock`` on the engine (see ``EngineLock``)."""
+        from stageflow.runtimes.dockerhost import EngineLock
+
+        return EngineLock(self.runner, self.project, self.env, self.host.where, self.host.hint)
 
     def prune(self, keep: Collection[str]) -> list[str]:
         """Exited containers of this env's project, dangling images this project built, and release
@@ -857,6 +1030,8 @@ class ComposeRuntime:
             write_compose(self.ctx.config, self.env, root=self.ctx.root)
         self._run(self.compose("down", "--remove-orphans", "-t", str(max(1, int(self.ctx.env.drain)))), "compose down",
                   timeout=300)
+        if self._site_on_engine:
+            self._carrier().remove()  # its volumes stay, like the database's
         return n
 
 

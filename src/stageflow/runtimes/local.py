@@ -990,6 +990,10 @@ class LocalRuntime:
         self.stop_proxy()
         return n
 
+    def host_lock(self) -> None:
+        """None: the local runtime's target is this machine, whose state database already holds the lock."""
+        return None
+
     def prune(self, keep: Collection[str]) -> list[str]:
         """Nothing: a release's files are its directory (pruned with its record), and virtualenvs are
         shared by content (one per requirements hash)."""

@@ -65,7 +65,12 @@ class Record:
         """
         values = dict(given)
         for name, check, problem, optional in _plan(cls):
-            value = row[name]
+            try:
+                value = row[name]
+            except (IndexError, KeyError):  # a table altered by hand, or by a tool that is not stageflow
+                raise StateDamaged(f"state.db is damaged: table {cls.TABLE} has no column {name}",
+                                   hint="move .stageflow/state.db aside and stageflow starts a new one "
+                                        "(history is lost)") from None
             if value is None and optional:
                 values[name] = None
                 continue
