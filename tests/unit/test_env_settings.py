@@ -187,3 +187,14 @@ def test_an_env_named_like_a_role_word_wins_over_the_role(tmp_path: Path) -> Non
     envs = {**RENAMED, "staging": {"url": "http://127.0.0.1:8003"}}
     config = load_project(project(tmp_path / "app", envs, promotion=["dev", "preprod", "live"]))
     assert resolve_env_name(config, "staging") == "staging"
+
+
+def test_the_dev_profile_never_goes_to_a_production_or_staging_grade_env(tmp_path: Path) -> None:
+    from stageflow.generate.compose import is_dev
+
+    envs = {"local": {"url": "http://127.0.0.1:8001", "production": True},
+            "dev": {"url": "http://127.0.0.1:8002", "staging": True},
+            "development": {"url": "http://127.0.0.1:8003"},
+            "qa": {"url": "http://127.0.0.1:8004", "hot_reload": True}}
+    config = load_project(project(tmp_path / "app", envs))
+    assert {e: is_dev(config, e) for e in envs} == {"local": False, "dev": False, "development": True, "qa": True}
