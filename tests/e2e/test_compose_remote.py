@@ -46,6 +46,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_images: DockerImages,
     data["environments"][ENV]["ssh"] = {"identity": str(sshd.key), "known_hosts": "deploy/known_hosts"}
     (s.root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     shutil.copy(sshd.known_hosts, s.root / "deploy" / "known_hosts")  # pinned host key, committed
+    s.sf("config", "compose", ENV)  # a remote engine: the nginx site in volumes, no bind mount of this app
+    compose = yaml.safe_load((s.root / "docker-compose.staging.yml").read_text())
+    assert not [v for v in compose["services"]["nginx"]["volumes"] if v.startswith((".", "/"))]
     s.commit("staging on a remote engine over ssh")
     # A short private runtime directory: ssh's shared-connection sockets go there when the app's own
     # path is too long for a socket (as under pytest's temporary directories).
@@ -108,6 +111,7 @@ def test_deploy_through_ssh_while_a_second_checkout_is_refused(stack: Stack, sec
     refused = second.sf("deploy", ENV, "--yes", check=False)
     out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out + err
+    assert re.search(r"runtime +pass +Docker Engine .* at ssh://.*MiB free on the engine's data root", out), out
     assert refused.returncode == 1, refused.stdout + refused.stderr
     errors = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
@@ -124,10 +128,17 @@ def test_deploy_through_ssh_while_a_second_checkout_is_refused(stack: Stack, sec
     assert gate, "the health gate did not probe the new container through ssh -W"
     assert sshd.streams_to("127.0.0.1", stack.ports[ENV]) > 0, "the public probe did not go through ssh -W"
 
-    # Once the first is done, the second checkout deploys.
+    # Once the first is done, the second checkout deploys. The engine is the truth: it takes over
+    # what serves (the first checkout's containers), routes to its own release, and removes the old.
     git(second.root, "commit", "-q", "--allow-empty", "-m", "the second operator's release")
     second.sf("deploy", ENV, "--yes")
     assert not _lock_exists(stack)
+    theirs = second.status()[ENV]
+    assert theirs["healthy"] and theirs["release"] != st["release"], theirs
+    assert stack.get(ENV).json()["version"] == theirs["release"]
+    running = docker("ps", "-q", "--filter", f"label=com.docker.compose.project={stack.project}-{ENV}",
+                     "--filter", "label=com.docker.compose.service=backend").stdout.split()
+    assert len(running) == 1, running
 
 
 def test_kill_9_holder_then_full_and_rollback_through_ssh(stack: Stack, second: Stack) -> None:
@@ -169,3 +180,17 @@ def test_unreachable_engine_fails_with_one_line(stack: Stack, sshd: Sshd) -> Non
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "does not answer over ssh: ssh: connect to host 127.0.0.1 port 1: Connection refused" in errors[0]
     assert "environments.staging.ssh" in errors[0]  # and what to check
+
+
+def test_too_little_disk_on_the_engine_fails_preflight(stack: Stack) -> None:
+    text = (stack.root / "stageflow.yml").read_text()
+    data = yaml.safe_load(text)
+    data["backups"] = {**data.get("backups", {}), "min_free_mb": 2**40}  # more than any disk has
+    (stack.root / "stageflow.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        proc = stack.sf("deploy", ENV, "--yes", check=False)
+    finally:
+        (stack.root / "stageflow.yml").write_text(text)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"runtime +fail +\d+ MiB free on the engine's data root /\S+ at ssh://", proc.stdout), proc.stdout
+    assert "Traceback" not in proc.stderr and not _lock_exists(stack)

@@ -106,7 +106,12 @@ def test_env_file_volumes_images_and_build(project: tuple[Path, ProjectConfig]) 
     assert services["backend"]["deploy"]["replicas"] == 2
     assert services["backend"]["command"] == "gunicorn practika.wsgi --bind 0.0.0.0:8000"
     assert services["nginx"]["ports"] == ["80:80", "443:443"]
-    assert "./deploy/nginx/production:/etc/nginx/stageflow/production:ro" in services["nginx"]["volumes"]
+    # production's engine is remote (ssh://): the site lives in volumes the runtime fills, no bind mount
+    assert services["nginx"]["volumes"][:2] == ["nginx-site:/etc/nginx/conf.d:ro",
+                                                 "nginx-include:/etc/nginx/stageflow/production:ro"]
+    assert {"nginx-site", "nginx-include"} <= set(doc["volumes"])
+    staging = doc_for(project, "staging")["services"]["nginx"]["volumes"]
+    assert "./deploy/nginx/staging:/etc/nginx/stageflow/staging:ro" in staging  # the local engine mounts it
     assert services["nginx"]["depends_on"] == {"backend": {"condition": "service_healthy"}}
     test = services["db"]["healthcheck"]["test"]
     assert test[:4] == ["CMD", "pg_isready", "-h", "127.0.0.1"]
@@ -227,10 +232,10 @@ def test_dollar_signs_are_escaped_for_compose(tmp_path: Path) -> None:
 
 def test_paths_are_relative_to_the_output_directory(project: tuple[Path, ProjectConfig]) -> None:
     root, config = project
-    doc = build_compose(config, "production", root=root, out_dir=root / "deploy" / "compose")
+    doc = build_compose(config, "staging", root=root, out_dir=root / "deploy" / "compose")
     assert doc["services"]["backend"]["build"]["context"] == "../.."
-    assert doc["services"]["backend"]["env_file"][0] == "../../.env.production"
-    assert doc["services"]["nginx"]["volumes"][0].startswith("../nginx/production:")
+    assert doc["services"]["backend"]["env_file"][0] == "../../.env.staging"
+    assert doc["services"]["nginx"]["volumes"][0].startswith("../nginx/staging:")
 
 
 def test_sqlite_projects_get_a_data_volume_and_no_db(tmp_path: Path) -> None:

@@ -99,3 +99,26 @@ def test_ssh_targets_and_reasons() -> None:
             "to host h port 1: Connection refused\n")
     assert unreachable(text) == "ssh: connect to host h port 1: Connection refused"
     assert unreachable("Error response from daemon: No such container: x") is None
+
+
+CHILD = """
+import select, sys
+got = sys.stdin.buffer.read1(100)
+ready, _, _ = select.select([sys.stdin], [], [], 0.3)
+closed = bool(ready) and not sys.stdin.buffer.read1(1)
+sys.stdout.write(("closed " if closed else "open ") + got.decode())
+"""
+
+
+def test_exchange_keeps_the_input_open_until_the_answer_ends() -> None:
+    # Through `ssh -W`, an input closed before the answer reads as the client hanging up.
+    import sys
+    import time
+
+    from stageflow.runner import Runner
+
+    r = Runner().exchange([sys.executable, "-c", CHILD], b"GET /", timeout=10)
+    assert (r.returncode, r.stdout) == (0, "open GET /")
+    start = time.monotonic()
+    slow = Runner().exchange([sys.executable, "-c", "import time; time.sleep(30)"], b"x", timeout=0.5)
+    assert slow.returncode == -1 and time.monotonic() - start < 5

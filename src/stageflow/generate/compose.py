@@ -111,10 +111,13 @@ def env_file_encrypted(root: Path, config: ProjectConfig, env: str) -> bool:
 def is_dev(config: ProjectConfig, env: str) -> bool:
     """Whether ``env`` gets the dev profile (source bind mount, hot reload, no proxy).
 
-    ``environments.<env>.hot_reload`` decides; unset, the environments named dev/development/local get it.
+    ``environments.<env>.hot_reload`` decides; unset, the environments named dev/development/local get
+    it, unless they are production- or staging-grade (those always run the built image behind nginx).
     """
     flag = config.environments[env].hot_reload
-    return flag if flag is not None else env in DEV_ENV_NAMES
+    if flag is not None:
+        return flag
+    return env in DEV_ENV_NAMES and not config.is_production(env) and not config.is_staging(env)
 
 
 def _seconds(value: float) -> str:
@@ -210,6 +213,16 @@ def _rel(path: Path, base: Path) -> str:
     """``path`` relative to the compose file's directory, as Compose wants bind sources: ``./x``."""
     rel = Path(os.path.relpath(path, base)).as_posix()
     return rel if rel.startswith(".") else f"./{rel}"
+
+
+#: The volumes that hold the nginx site on a remote engine (see :func:`is_remote_engine`).
+NGINX_SITE_VOLUME = "nginx-site"
+NGINX_INCLUDE_VOLUME = "nginx-include"
+
+
+def is_remote_engine(docker_host: str | None) -> bool:
+    """True when ``docker_host`` names an engine elsewhere (``ssh://``, ``tcp://``), not this machine's socket."""
+    return bool(docker_host) and not str(docker_host).startswith("unix://")
 
 
 def build_compose(
@@ -356,10 +369,19 @@ def build_compose(
         ports = [f"{bind}{http_port}:{http_port}"]
         if site.tls:
             ports.append(f"{bind}{main_port}:{main_port}")
-        nginx_volumes = [
-            f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
-            f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
-        ]
+        if is_remote_engine(environment.docker_host):
+            # A remote engine would resolve a bind mount's path on its own host, where this app's
+            # deploy/nginx/<env>/ is not: the site lives in two volumes the runtime fills through the
+            # engine (docker cp), and what the upstream names is read back from there.
+            nginx_volumes = [f"{NGINX_SITE_VOLUME}:/etc/nginx/conf.d:ro",
+                             f"{NGINX_INCLUDE_VOLUME}:{site.include_dir}:ro"]
+            volumes[NGINX_SITE_VOLUME] = {}
+            volumes[NGINX_INCLUDE_VOLUME] = {}
+        else:
+            nginx_volumes = [
+                f"{_rel(nginx_dir, out_dir)}:{site.include_dir}:ro",
+                f"{_rel(nginx_dir / site_filename(config.project, env), out_dir)}:/etc/nginx/conf.d/default.conf:ro",
+            ]
         if site.tls:
             cert_dirs = sorted({posixpath.dirname(site.cert), posixpath.dirname(site.key)})
             nginx_volumes += [f"{d}:{d}:ro" for d in cert_dirs]

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from stageflow.deploy.lock import HostLock
     from stageflow.deploy.preflight import Check, Status
     from stageflow.monitor.resources import ServiceStats
+    from stageflow.runtimes.dockerhost import VolumeCarrier
     from stageflow.state.store import Store
 
 NEW = "new"
@@ -646,10 +647,54 @@ class ComposeRuntime:
 
         return self.nginx_dir / upstream_filename(self.env)
 
-    def _upstream_containers(self) -> list[str]:
+    @property
+    def _site_on_engine(self) -> bool:
+        """The nginx site lives in volumes of a remote engine (see ``generate.compose.is_remote_engine``)."""
+        return self.host.remote and self.zero_downtime
+
+    def _carrier(self) -> VolumeCarrier:
+        from stageflow.generate.compose import NGINX_INCLUDE_VOLUME, NGINX_SITE_VOLUME
+        from stageflow.runtimes.dockerhost import VolumeCarrier
+
+        return VolumeCarrier(self.runner, f"{self.project}-nginx-site", self.project,
+                             {NGINX_SITE_VOLUME: "/site", NGINX_INCLUDE_VOLUME: "/include"}, self.host.where)
+
+    def _ship_site(self) -> None:
+        """``deploy/nginx/<env>/`` (site, upstream, includes) into the engine's site volumes, as one tar."""
+        from stageflow.fsutil import read_file
+        from stageflow.generate.nginx import site_filename
+
+        files: dict[str, bytes] = {}
+        for path in sorted(self.nginx_dir.iterdir()):
+            if path.name.startswith(".") or path.is_symlink() or not path.is_file():
+                continue
+            data = read_file(path, root=self.ctx.root, limit=1 << 20)
+            if data is not None:
+                files[f"include/{path.name}"] = data
+        site = files.get(f"include/{site_filename(self.ctx.config.project, self.env)}")
+        if site is None:
+            raise OperationError(f"{self.nginx_dir / site_filename(self.ctx.config.project, self.env)} is missing",
+                                 hint=f"stageflow config nginx {self.env}")
+        files["site/default.conf"] = site
+        carrier = self._carrier()
+        carrier.ensure()
+        carrier.put(files)
+
+    def _upstream_text(self) -> str | None:
+        """What the nginx container routes by: the engine's copy for a remote engine, else the local file."""
+        if self._site_on_engine:
+            from stageflow.generate.upstream import upstream_filename
+
+            data = self._carrier().get(f"/include/{upstream_filename(self.env)}")
+            return data.decode("utf-8", "replace") if data is not None else None
         try:
-            text = self._upstream_file().read_text()
+            return self._upstream_file().read_text()
         except OSError:
+            return None
+
+    def _upstream_containers(self) -> list[str]:
+        text = self._upstream_text()
+        if text is None:
             return []
         found = []
         for line in text.splitlines():
@@ -666,8 +711,10 @@ class ComposeRuntime:
         from stageflow.generate.upstream import render_upstream
 
         up = self._upstream_file()
-        old = up.read_text() if up.exists() else None
+        old = self._upstream_text()
         _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{n}:{self.port}" for n in names]))
+        if self._site_on_engine:
+            self._ship_site()
         if not self._nginx_running():
             self._up("--no-deps", "--force-recreate", "nginx", what="start nginx", timeout=120)
             self._wait_running("nginx")
@@ -679,6 +726,8 @@ class ComposeRuntime:
         if not test.ok:
             if old is not None:
                 _atomic_write(up, old)
+                if self._site_on_engine:
+                    self._ship_site()
             raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
         self._run(["docker", "exec", nginx, "nginx", "-s", "reload"], "nginx reload", timeout=60)
         # The reload returns before the new workers take over; old workers finish their requests.
@@ -981,6 +1030,8 @@ class ComposeRuntime:
             write_compose(self.ctx.config, self.env, root=self.ctx.root)
         self._run(self.compose("down", "--remove-orphans", "-t", str(max(1, int(self.ctx.env.drain)))), "compose down",
                   timeout=300)
+        if self._site_on_engine:
+            self._carrier().remove()  # its volumes stay, like the database's
         return n
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,7 +88,9 @@ def unreachable(text: str) -> str | None:
 
 def is_remote(docker_host: str | None) -> bool:
     """True when the engine is elsewhere than this machine's socket (``ssh://``, ``tcp://``)."""
-    return bool(docker_host) and not str(docker_host).startswith("unix://")
+    from stageflow.generate.compose import is_remote_engine
+
+    return is_remote_engine(docker_host)
 
 
 class DockerHost:
@@ -252,6 +255,94 @@ _LOCK_LABEL = "io.stageflow.lock"
 _HEARTBEAT = "stageflow-heartbeat"
 
 
+def ensure_empty_image(runner: Runner, where: str, hint: str = "") -> None:
+    """``stageflow/lock:1`` on the engine: an empty file system for containers that are only ever
+    created (the lock, the site carrier), imported from an empty tar (no registry needed)."""
+    if runner.run(["docker", "image", "inspect", "-f", "{{.Id}}", LOCK_IMAGE], timeout=60).ok:
+        return
+    import tarfile
+
+    with tempfile.TemporaryDirectory(prefix="stageflow-lock-") as tmp:
+        empty = Path(tmp) / "empty.tar"
+        with tarfile.open(empty, "w"):
+            pass
+        r = runner.run(["docker", "import", "--change", f"LABEL {_LOCK_LABEL}-image=1", "-", LOCK_IMAGE],
+                       stdin_path=empty, timeout=120, what="docker import (stageflow/lock:1)")
+    if not r.ok:
+        why = unreachable(r.stderr)
+        raise OperationError(f"{where} does not answer over ssh: {why}" if why else
+                             f"cannot create the image {LOCK_IMAGE} on {where}: {r.brief(200)}", hint=hint or None)
+
+
+def _tar(files: Mapping[str, bytes]) -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mode = len(data), 0o644
+            tar.addfile(entry, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _untar_one(raw: bytes, name: str) -> bytes | None:
+    import io
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            member = tar.extractfile(name)
+            return member.read(1 << 20) if member else None
+    except (tarfile.TarError, OSError, KeyError):
+        return None
+
+
+class VolumeCarrier:
+    """Files into and out of named volumes of a remote engine, which cannot bind-mount this machine's.
+
+    A container created (never started) from the empty image with the volumes mounted read-write;
+    ``docker cp`` works on it through the engine's API, over ssh like every other call. The volumes
+    are created first with the Compose project's labels, so Compose takes them as its own.
+    """
+
+    def __init__(self, runner: Runner, name: str, project: str, mounts: Mapping[str, str], where: str) -> None:
+        self.runner, self.name, self.project, self.mounts, self.where = runner, name, project, mounts, where
+
+    def ensure(self) -> None:
+        """The volumes and the carrier exist (created once; a concurrent create is fine)."""
+        if self.runner.run(["docker", "inspect", "--type", "container", "-f", "{{.Id}}", self.name], timeout=60).ok:
+            return
+        ensure_empty_image(self.runner, self.where)
+        argv = ["docker", "create", "--name", self.name, "--network", "none", "--label", f"{_LOCK_LABEL}-carrier=1"]
+        for volume, path in self.mounts.items():
+            self.runner.run(["docker", "volume", "create", "--label", f"com.docker.compose.project={self.project}",
+                             "--label", f"com.docker.compose.volume={volume}", f"{self.project}_{volume}"],
+                            timeout=60, check=True, what="docker volume create")
+            argv += ["-v", f"{self.project}_{volume}:{path}"]
+        r = self.runner.run([*argv, LOCK_IMAGE, "/carrier"], timeout=60, what="docker create (site carrier)")
+        if not r.ok and "already in use" not in r.stderr:
+            raise OperationError(f"cannot create {self.name} on {self.where}: {r.brief(200)}")
+
+    def put(self, files: Mapping[str, bytes]) -> None:
+        """Write ``files`` (paths relative to ``/``) into the volumes."""
+        with tempfile.NamedTemporaryFile(prefix="stageflow-site-", suffix=".tar") as fh:
+            fh.write(_tar(files))
+            fh.flush()
+            self.runner.run(["docker", "cp", "-", f"{self.name}:/"], stdin_path=Path(fh.name), timeout=120, check=True,
+                            what="docker cp (nginx site to the engine)")
+
+    def get(self, path: str) -> bytes | None:
+        """The file at ``path`` in the volumes, or None (no carrier yet, no such file)."""
+        r = self.runner.run(["docker", "cp", f"{self.name}:{path}", "-"], timeout=60, what="docker cp (read back)")
+        return _untar_one(r.stdout.encode(), path.rsplit("/", 1)[-1]) if r.ok else None
+
+    def remove(self) -> None:
+        """The carrier goes (the volumes stay, like the database's)."""
+        self.runner.run(["docker", "rm", "-f", self.name], timeout=60)
+
+
 class EngineLock:
     """The environment's lock as a container on the engine: ``<project>-<env>-stageflow-lock``.
 
@@ -275,19 +366,7 @@ class EngineLock:
         return r.ok, r.stdout, r.stderr
 
     def _ensure_image(self) -> None:
-        ok, _, _ = self._docker("image", "inspect", "-f", "{{.Id}}", LOCK_IMAGE)
-        if ok:
-            return
-        import tarfile
-
-        with tempfile.TemporaryDirectory(prefix="stageflow-lock-") as tmp:
-            empty = Path(tmp) / "empty.tar"
-            with tarfile.open(empty, "w"):
-                pass
-            ok, _, err = self._docker("import", "--change", f"LABEL {_LOCK_LABEL}-image=1", "-", LOCK_IMAGE,
-                                      stdin=empty, timeout=120)
-        if not ok:
-            raise OperationError(f"cannot create the lock image on {self.where}: {' '.join(err.split())[:200]}")
+        ensure_empty_image(self.runner, self.where, self.hint)
 
     def create(self, info: LockInfo) -> str | None:
         """``docker create --name …``: the container ID, or None when the name is taken (someone holds it)."""
@@ -338,31 +417,14 @@ class EngineLock:
         return info, cid
 
     def _heartbeat(self, cid: str) -> str | None:
-        import io
-        import tarfile
-
         r = self.runner.run(["docker", "cp", f"{cid}:/{_HEARTBEAT}", "-"], timeout=60, what="docker cp (lock)")
-        if not r.ok:
-            return None
-        try:
-            with tarfile.open(fileobj=io.BytesIO(r.stdout.encode("utf-8", "replace"))) as tar:
-                member = tar.extractfile(_HEARTBEAT)
-                text = member.read(200).decode("ascii", "replace").strip() if member else ""
-        except (tarfile.TarError, OSError):
-            return None
-        return text or None
+        data = _untar_one(r.stdout.encode(), _HEARTBEAT) if r.ok else None
+        return data[:200].decode("ascii", "replace").strip() or None if data else None
 
     def beat(self, token: str, at: str) -> None:
         """Copy the heartbeat time into the container (a tar of one small file on standard input)."""
-        import io
-        import tarfile
-
-        data = at.encode("ascii", "replace")
         with tempfile.NamedTemporaryFile(prefix="stageflow-beat-", suffix=".tar") as fh:
-            with tarfile.open(fileobj=fh, mode="w") as tar:
-                entry = tarfile.TarInfo(_HEARTBEAT)
-                entry.size = len(data)
-                tar.addfile(entry, io.BytesIO(data))
+            fh.write(_tar({_HEARTBEAT: at.encode("ascii", "replace")}))
             fh.flush()
             self._docker("cp", "-", f"{token}:/", stdin=Path(fh.name))
 
