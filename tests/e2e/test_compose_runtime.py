@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.app import STAGEFLOW
 from tests.support.docker import DockerImages, docker, docker_images  # noqa: F401
@@ -60,13 +61,19 @@ def test_full_promotes_one_image_to_staging_and_production(stack: Stack) -> None
 def test_production_deploy_under_load_has_no_failed_request(stack: Stack) -> None:
     before = stack.get("production").json()["version"]
     (stack.root / "notes" / "marker.py").write_text("VERSION_MARK = 2\n")
+    # A proxy setting changed since the first deploy reaches the served site with the next one.
+    cfg = yaml.safe_load((stack.root / "stageflow.yml").read_text())
+    cfg["environments"]["production"].setdefault("proxy", {})["csp"] = "default-src 'self'; img-src 'self' data:"
+    (stack.root / "stageflow.yml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     stack.commit("a new version")
     with Load(stack.ports["production"], max_seconds=300) as load:
         stack.sf("deploy", "production", "--yes")
         time.sleep(1)
-    after = stack.get("production").json()["version"]
+    r = stack.get("production")
+    after = r.json()["version"]
     assert after != before
     assert load.failures == [] and load.ok > 20, (load.ok, load.failures[:5])
+    assert r.headers["content-security-policy"] == "default-src 'self'; img-src 'self' data:"
     st = stack.status()["production"]
     assert st["release"] == after and st["healthy"]
     assert len(_image_ids(st)) == 1  # the old containers were drained and removed

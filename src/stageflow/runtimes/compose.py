@@ -81,6 +81,8 @@ class ComposeRuntime:
         self._moved: list[tuple[str, str | None]] = []
         #: The release the workers were last brought to by this instance (None: not touched).
         self._workers_on: str | None = None
+        #: Site files this deploy's :meth:`_refresh_site` replaced, with their previous content (None: new).
+        self._site_before: dict[str, bytes | None] = {}
 
     # files and names -----------------------------------------------------------------------------
     @property
@@ -382,16 +384,12 @@ class ComposeRuntime:
         return None
 
     def prepare(self, release: str, release_dir: Path) -> str:
-        """Write the stack (compose file, nginx site when missing); build or reuse the release's images."""
+        """Write the stack (compose file, nginx site from the config); build or reuse the release's images."""
         from stageflow.generate.compose import image_overrides, write_compose
 
         write_compose(self.ctx.config, self.env, root=self.ctx.root)
         self._write_runtime_env()
-        if self.zero_downtime and not (self.nginx_dir / f"upstream-{self.env}.conf").exists():
-            from stageflow.generate.nginx import default_upstream_servers, site_options, write_site
-
-            opts = site_options(self.ctx.config, self.env, root=self.ctx.root)
-            write_site(self.ctx.root, opts, self.nginx_dir, default_upstream_servers(self.ctx.config, self.env))
+        site = self._refresh_site() if self.zero_downtime else ""
         base = image_overrides(self.ctx.config, self.env).get("base")
         done: dict[str, str] = {}
         built_from: dict[str, str] = {}
@@ -423,7 +421,62 @@ class ComposeRuntime:
         if self.store is not None and done:
             self.store.set_release_artifacts(release, {"images": done})
         web_image = done.get(self.web, "")
-        return f"image {web_image.removeprefix('sha256:')[:12]} ({'; '.join(how)})" if how else "no images to build"
+        built = f"image {web_image.removeprefix('sha256:')[:12]} ({'; '.join(how)})" if how else "no images to build"
+        return f"{built}; {site}" if site else built
+
+    def _refresh_site(self) -> str:
+        """The nginx site rendered anew from the config (what ``config nginx`` writes), the upstream kept.
+
+        The config is the site's source of truth, as on the local runtime: a ``proxy:`` change reaches
+        the next deploy. nginx reads the new text at the cutover's ``nginx -t`` and reload; if it is
+        rejected there, the previous text is put back with the previous upstream (see :meth:`_route`).
+        """
+        from stageflow.fsutil import read_file
+        from stageflow.generate.nginx import default_upstream_servers, site_options, write_site
+
+        up = self._upstream_file()
+        kept = read_file(up, root=self.ctx.root, limit=1 << 16)
+        before = self._site_files()
+        opts = site_options(self.ctx.config, self.env, root=self.ctx.root)
+        write_site(self.ctx.root, opts, self.nginx_dir, default_upstream_servers(self.ctx.config, self.env))
+        if kept is None:
+            self._site_before = {}
+            return "nginx site written"
+        self._write_nginx(up, kept.decode("utf-8", "replace"))
+        after = self._site_files()
+        self._site_before = {name: data for name, data in before.items() if after.get(name) != data}
+        self._site_before.update({name: None for name in after if name not in before})
+        return f"nginx site updated ({', '.join(sorted(self._site_before))})" if self._site_before else ""
+
+    def _site_files(self) -> dict[str, bytes | None]:
+        """The site's files as they are now (the upstream aside): name → content."""
+        from stageflow.fsutil import read_file
+
+        out: dict[str, bytes | None] = {}
+        if not self.nginx_dir.is_dir():
+            return out
+        for path in sorted(self.nginx_dir.iterdir()):
+            if path.name.startswith(".") or path == self._upstream_file() or not path.is_file():
+                continue
+            out[path.name] = read_file(path, root=self.ctx.root, limit=1 << 20)
+        return out
+
+    def _restore_site(self) -> None:
+        """Put back the site text :meth:`_refresh_site` replaced (nginx rejected the new one)."""
+        for name, data in self._site_before.items():
+            path = self.nginx_dir / name
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                self._write_nginx(path, data.decode("utf-8", "replace"))
+        self._site_before = {}
+
+    def _write_nginx(self, path: Path, text: str) -> None:
+        # Atomic (the nginx container mounts the directory: a rename is seen inside it), and never
+        # through a symlink: deploy/nginx/ is in the app's repository.
+        from stageflow.fsutil import write_file
+
+        write_file(path, text, root=self.ctx.root, mode=0o644, dir_mode=0o755)
 
     def _stamp(self, tag: str, release: str) -> None:
         """One more layer naming the release: the app reports it (APP_VERSION) and status reads it back."""
@@ -712,7 +765,7 @@ class ComposeRuntime:
 
         up = self._upstream_file()
         old = self._upstream_text()
-        _atomic_write(up, render_upstream(self.ctx.config.project, self.env, [f"{n}:{self.port}" for n in names]))
+        self._write_nginx(up, render_upstream(self.ctx.config.project, self.env, [f"{n}:{self.port}" for n in names]))
         if self._site_on_engine:
             self._ship_site()
         if not self._nginx_running():
@@ -724,11 +777,13 @@ class ComposeRuntime:
         nginx = self._containers("nginx", running_only=True)[0]
         test = self._run(["docker", "exec", nginx, "nginx", "-t", "-q"], "nginx -t", check=False, timeout=60)
         if not test.ok:
+            self._restore_site()
             if old is not None:
-                _atomic_write(up, old)
-                if self._site_on_engine:
-                    self._ship_site()
-            raise OperationError(f"nginx -t rejected the new upstream: {test.brief()}")
+                self._write_nginx(up, old)
+            if self._site_on_engine:
+                self._ship_site()
+            raise OperationError(f"nginx -t rejected the new upstream or site: {test.brief()}")
+        self._site_before = {}
         self._run(["docker", "exec", nginx, "nginx", "-s", "reload"], "nginx reload", timeout=60)
         # The reload returns before the new workers take over; old workers finish their requests.
         time.sleep(0.5)
@@ -1067,14 +1122,6 @@ def _bytes(text: str) -> int | None:
             value = _float(text[: -len(unit)])
             return int(value * _UNITS[unit]) if value is not None else None
     return None
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # The nginx container mounts the directory, not the file: a rename is seen inside it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class _ExecRunner(Runner):
