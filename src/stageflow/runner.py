@@ -47,6 +47,10 @@ class Result:
 LogFn = Callable[[str], None]
 
 
+#: Variables of stageflow's own that no child inherits (a caller may still pass one explicitly).
+_OWN_VARS = frozenset({"STAGEFLOW_MASTER_KEY"})
+
+
 @dataclass
 class Runner:
     """Runs commands, masking secrets in everything it logs.
@@ -121,8 +125,13 @@ class Runner:
         return result
 
     def child_env(self, env: Mapping[str, str] | None, inherit_env: bool = True) -> dict[str, str]:
-        """The environment a child gets: stageflow's own (unless ``inherit_env`` is off), the runner's, ``env``."""
-        full_env = dict(os.environ) if inherit_env else {}
+        """The environment a child gets: stageflow's own (unless ``inherit_env`` is off), the runner's, ``env``.
+
+        What stageflow keeps to itself (the master key of encrypted env files) is never inherited: the
+        tools it runs (git, nginx, docker, pg_dump) have no use for it, and a docker or compose process
+        would hand its environment on to whatever its files interpolate.
+        """
+        full_env = {k: v for k, v in os.environ.items() if k not in _OWN_VARS} if inherit_env else {}
         full_env.update(self.env)
         if env:
             full_env.update(env)

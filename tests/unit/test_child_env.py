@@ -49,8 +49,12 @@ def test_master_key_never_reaches_the_release_command(app: Path) -> None:
 def test_runner_gives_exactly_the_environment_asked_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("STAGEFLOW_MASTER_KEY", CANARY)
     runner = Runner()
+    monkeypatch.setenv("OPERATOR_SETTING", "kept")
     inherited = runner.run(["/usr/bin/env"])
-    assert CANARY in inherited.stdout  # stageflow's own tools (git, nginx) keep the operator's environment
+    # stageflow's own tools (git, nginx, docker) keep the operator's environment, but not the master key.
+    assert "OPERATOR_SETTING=kept" in inherited.stdout.splitlines()
+    assert CANARY not in inherited.stdout and "STAGEFLOW_MASTER_KEY" not in inherited.stdout
+    assert CANARY in runner.run(["/usr/bin/env"], env={"STAGEFLOW_MASTER_KEY": CANARY}).stdout  # asked for
     explicit = runner.run(["/usr/bin/env"], env={"ONLY": "this"}, inherit_env=False)
     assert explicit.stdout.split() == ["ONLY=this"]
     with open(tmp_path / "out", "wb") as out:

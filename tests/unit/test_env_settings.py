@@ -167,3 +167,34 @@ def test_ci_without_a_production_environment_refuses_its_stage() -> None:
     doc = yaml.safe_load(render_workflow(WorkflowOptions(
         production_env=None, stages=("quality", "deploy-staging"))))
     assert list(doc["jobs"]) == ["quality", "deploy-staging", "notify"]
+
+
+def test_the_scripts_role_words_reach_the_env_playing_the_role(pair: tuple[Path, str, str]) -> None:
+    from stageflow.config.loader import resolve_env_name
+
+    root, staging, production = pair
+    config = load_project(root)
+    assert resolve_env_name(config, "staging") == staging
+    assert resolve_env_name(config, "prod") == resolve_env_name(config, "production") == production
+    assert resolve_env_name(config, "dev") == "dev"
+    with pytest.raises(UsageError, match="unknown environment 'qa'"):
+        resolve_env_name(config, "qa")
+
+
+def test_an_env_named_like_a_role_word_wins_over_the_role(tmp_path: Path) -> None:
+    from stageflow.config.loader import resolve_env_name
+
+    envs = {**RENAMED, "staging": {"url": "http://127.0.0.1:8003"}}
+    config = load_project(project(tmp_path / "app", envs, promotion=["dev", "preprod", "live"]))
+    assert resolve_env_name(config, "staging") == "staging"
+
+
+def test_the_dev_profile_never_goes_to_a_production_or_staging_grade_env(tmp_path: Path) -> None:
+    from stageflow.generate.compose import is_dev
+
+    envs = {"local": {"url": "http://127.0.0.1:8001", "production": True},
+            "dev": {"url": "http://127.0.0.1:8002", "staging": True},
+            "development": {"url": "http://127.0.0.1:8003"},
+            "qa": {"url": "http://127.0.0.1:8004", "hot_reload": True}}
+    config = load_project(project(tmp_path / "app", envs))
+    assert {e: is_dev(config, e) for e in envs} == {"local": False, "dev": False, "development": True, "qa": True}

@@ -128,14 +128,14 @@ def dev_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt =
 
 @app.command("staging")
 def staging_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None) -> None:
-    """Shorthand for 'deploy staging'."""
+    """Shorthand for 'deploy staging' (the env named so, else the staging-grade one)."""
     _deploy("staging", root, dry_run, skip_check, False)
 
 
 @app.command("prod")
 def prod_cmd(root: RootOpt = None, dry_run: DryOpt = False, skip_check: SkipOpt = None,
              yes: YesOpt = False) -> None:
-    """Shorthand for 'deploy production'."""
+    """Shorthand for 'deploy production' (the env named or aliased prod, else the production-grade one)."""
     _deploy("prod", root, dry_run, skip_check, yes)
 
 

@@ -325,6 +325,11 @@ def resolve_env_name(config: ProjectConfig, name: str) -> str:
         )
     canonical = config.canonical_env(name)
     if canonical is None:
+        # The scripts' role words (`staging`, `prod`) reach the env that plays the role when no env is
+        # called so: `stageflow prod` deploys `live` when live is the production-grade one.
+        canonical = {"staging": config.staging_env, "prod": config.production_env,
+                     "production": config.production_env}.get(name)
+    if canonical is None:
         known = ", ".join(
             f"{n} ({', '.join(e.aliases)})" if e.aliases else n for n, e in config.environments.items()
         )

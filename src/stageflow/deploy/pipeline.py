@@ -309,7 +309,8 @@ def plan(ctx: EnvContext, rt: Runtime, current: str | None, placement: Placement
             Step("preflight", ", ".join(pf.CHECK_NAMES), "prepare"),
             Step("release", f"reuse {target} {rt.describe('prepare', new)}", "prepare"),
         ]
-    old = f"{current} {rt.describe('stop', placement)}" if current else "nothing (first deploy)"
+    where = rt.describe("stop", placement).strip()
+    old = (f"{current} {where}" if where else current) if current else "nothing (first deploy)"
     if rt.zero_downtime:
         url, _ = rt.public_probe()
         steps += [

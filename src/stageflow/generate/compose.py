@@ -111,10 +111,13 @@ def env_file_encrypted(root: Path, config: ProjectConfig, env: str) -> bool:
 def is_dev(config: ProjectConfig, env: str) -> bool:
     """Whether ``env`` gets the dev profile (source bind mount, hot reload, no proxy).
 
-    ``environments.<env>.hot_reload`` decides; unset, the environments named dev/development/local get it.
+    ``environments.<env>.hot_reload`` decides; unset, the environments named dev/development/local get
+    it, unless they are production- or staging-grade (those always run the built image behind nginx).
     """
     flag = config.environments[env].hot_reload
-    return flag if flag is not None else env in DEV_ENV_NAMES
+    if flag is not None:
+        return flag
+    return env in DEV_ENV_NAMES and not config.is_production(env) and not config.is_staging(env)
 
 
 def _seconds(value: float) -> str:
