@@ -5,9 +5,9 @@ or whose lease expired without a heartbeat is taken over with a warning; a live 
 second deploy fail with who holds it and since when.
 
 The state database is this checkout's own: two operators on two machines (or two clones of the
-app) have two. A runtime whose target is shared (a Docker Engine) also offers a :class:`HostLock`,
-an atomic object on that target with the same record; it is taken after the local lock, beaten
-with it, released on every exit path, and judged stale by the same rules.
+app) have two. A runtime whose target is shared (an engine both deploy to) also offers a
+:class:`HostLock`, an atomic object on that target with the same record; it is taken after the
+local lock, beaten with it, released on every exit path, and judged stale by the same rules.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ LockInfo = Lock
 class HostLock(Protocol):
     """A lock record kept on the runtime's target host (the runtime says how); the rules stay here."""
 
-    #: For messages: ``the Docker Engine at ssh://deploy@host``.
+    #: For messages: where the record is (the runtime's words, e.g. its engine's address).
     where: str
 
     def create(self, info: LockInfo) -> str | None:
