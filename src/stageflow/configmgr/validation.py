@@ -158,7 +158,8 @@ def _type_problem(key: str, value: str) -> str | None:
     return None
 
 
-def _file_checks(report: ValidationReport, root: Path, env: str, state: EnvFileState, prod: bool) -> None:
+def _file_checks(report: ValidationReport, root: Path, env: str, state: EnvFileState, prod: bool,
+                 runner: Runner) -> None:
     path, name = state.path, _shown(root, state.path)
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
@@ -171,10 +172,9 @@ def _file_checks(report: ValidationReport, root: Path, env: str, state: EnvFileS
     if not _in_git_repo(root):
         return
     rel = os.path.relpath(path, root)
-    runner = Runner(default_timeout=10)
     try:
-        tracked = runner.run(["git", "ls-files", "--error-unmatch", "--", rel], cwd=root).ok
-        ignored = runner.run(["git", "check-ignore", "-q", "--", rel], cwd=root).ok
+        tracked = runner.run(["git", "ls-files", "--error-unmatch", "--", rel], cwd=root, timeout=10).ok
+        ignored = runner.run(["git", "check-ignore", "-q", "--", rel], cwd=root, timeout=10).ok
     except StageflowError:
         return  # no git binary: nothing to compare with
     if tracked:
@@ -449,7 +449,7 @@ def validate_environment(
         if not state.exists:
             report.error(shown, "does not exist", f"stageflow config generate {name}")
         else:
-            _file_checks(report, root, name, state, prod)
+            _file_checks(report, root, name, state, prod, runner or Runner())
 
     values = dict(state.values)
     for key in values:
