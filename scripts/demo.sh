@@ -35,13 +35,13 @@ if [ "$runtime" = compose ]; then
 import sys, yaml
 base, db, redis, nginx = sys.argv[1:]
 data = yaml.safe_load(open("stageflow.yml"))
-data["database"] = {"engine": "postgres", "name": "practica_{env}", "user": "practica",
-                    "password": "${POSTGRES_PASSWORD}"}
+# PostgreSQL in the stacks only: dev stays on the local runtime with the example's own database.
+postgres = {"engine": "postgres", "name": "practica_{env}", "user": "practica", "password": "${POSTGRES_PASSWORD}"}
 data["cache"] = {"engine": "redis"}
 images = {"base": base, "db": db, "redis": redis, "nginx": nginx}
 for env in ("staging", "production"):
     e = data["environments"][env]
-    e.update({"runtime": "compose", "images": images, "proxy": {"basic_auth": False}})
+    e.update({"runtime": "compose", "images": images, "proxy": {"basic_auth": False}, "database": postgres})
 # Plain http on loopback for the compose production (TLS would need port 80 for its redirect).
 data["environments"]["production"]["url"] = "http://127.0.0.1:8443"
 data["environments"]["production"]["skip_checks"] = ["config"]
