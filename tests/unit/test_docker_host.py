@@ -13,6 +13,7 @@ import pytest
 from stageflow.config.loader import load_env_context, load_project
 from stageflow.errors import ConfigError
 from stageflow.runtimes.dockerhost import DockerHost, ssh_target, unreachable
+from tests.support.compose import missing
 
 BASE = """
 project: shop
@@ -55,7 +56,7 @@ def test_ssh_options_that_run_commands_are_refused(tmp_path: Path) -> None:
 
 def test_the_ssh_config_puts_the_env_first_then_the_operators_own(tmp_path: Path) -> None:
     if shutil.which("ssh") is None:
-        pytest.skip("no OpenSSH client")
+        missing("no OpenSSH client (apt-get install openssh-client)")
     root = _project(tmp_path, "    docker_host: ssh://deploy@engine.example.com:2222\n"
                               "    ssh: {identity: ~/.ssh/deploy_key, known_hosts: deploy/known_hosts,"
                               " options: {ServerAliveInterval: 5, ProxyJump: bastion.example.com}}")
