@@ -35,16 +35,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.compose import missing
+
 APT_LOG = Path("/tmp/apt.log")
 NGINX_PATHS = ("/usr/sbin/nginx",)
 MIME_TYPES = Path("/etc/nginx/mime.types")
-
-
-def missing(what: str) -> None:
-    """Fail under CI (nothing that can run is skipped there), skip elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI must install it)")
-    pytest.skip(what)
 
 
 def _wait_for_apt(timeout: float = 300.0) -> None:
